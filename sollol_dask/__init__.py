@@ -1,0 +1,31 @@
+"""sollol_dask: embed document collections across a fleet of embedding servers, on Dask."""
+
+from ._embedder import Embedder
+from ._exceptions import (
+    BadResponseError,
+    ConfigurationError,
+    InputError,
+    ModelNotFoundError,
+    NodeError,
+    NoNodeAvailableError,
+    OutputError,
+    SollolError,
+)
+from ._node import Node
+from ._router import FleetWarning
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadResponseError",
+    "ConfigurationError",
+    "Embedder",
+    "FleetWarning",
+    "InputError",
+    "ModelNotFoundError",
+    "NoNodeAvailableError",
+    "Node",
+    "NodeError",
+    "OutputError",
+    "SollolError",
+]

@@ -1,0 +1,206 @@
+"""Which node gets the next batch: a pure policy object with an injected clock.
+
+Observations go in (``release`` with the outcome, ``probe_result``), decisions come out
+(``choose``, ``due_probes``, ``timeout_for``). No I/O and no sleeping, so tests drive it
+with a fake clock and assert exact choices.
+
+Policy:
+- A node takes at most ``cap`` batches at once (Ollama: 2, since it embeds one input at
+  a time and more requests only queue).
+- Work-conserving: whenever any node has a free slot, a waiting batch goes to the free
+  node with the best measured speed, so a node 10x faster ends up with ~10x the texts.
+  A node not yet measured is tried first, so every node gets measured.
+- Health: a hard failure (connection refused, timeout) ejects a node at once; other
+  transient failures eject it after ``eject_after`` in a row. An ejected node waits
+  ``backoff`` seconds (doubling, capped), then is due for a probe; a good probe restores
+  it, a failed one ejects it again. A node found unfit for the run (wrong model,
+  dimension, digest, credentials) is excluded for good.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+
+
+class Health(enum.Enum):
+    UP = "up"
+    EJECTED = "ejected"  # waiting for its back-off to end
+    PROBING = "probing"  # a probe is in flight
+    EXCLUDED = "excluded"  # unfit for this run
+
+
+@dataclasses.dataclass
+class NodeSlots:
+    """The balancer's view of one node; also what metrics and the dashboard read."""
+
+    name: str
+    cap: int
+    weight: float = 1.0
+    inflight: int = 0
+    health: Health = Health.UP
+    reason: str = ""
+    consecutive_failures: int = 0
+    ejections: int = 0
+    retry_at: float = 0.0
+    seconds_per_text: float | None = None  # EWMA of latency / texts, queueing included
+    requests: int = 0
+    texts: int = 0
+    errors: Counter = dataclasses.field(default_factory=Counter)
+    max_inflight_seen: int = 0
+
+    @property
+    def speed(self) -> float | None:
+        """Measured texts per second with ``cap`` requests in flight, if known."""
+        if not self.seconds_per_text:
+            return None
+        return self.cap / self.seconds_per_text if self.cap else None
+
+
+class SlotBalancer:
+    def __init__(
+        self,
+        names: Sequence[str],
+        caps: Sequence[int],
+        *,
+        weights: Sequence[float | None] | None = None,
+        clock: Callable[[], float],
+        eject_after: int = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        ewma_alpha: float = 0.3,
+        min_timeout: float = 5.0,
+        timeout_factor: float = 10.0,
+        first_timeout: float = 60.0,
+    ) -> None:
+        if len(names) != len(caps):
+            raise ValueError("names and caps differ in length")
+        weights = weights or [None] * len(names)
+        self.nodes = {
+            n: NodeSlots(n, int(c), float(w or 1.0)) for n, c, w in zip(names, caps, weights)
+        }
+        self._order = {n: i for i, n in enumerate(names)}
+        self.clock = clock
+        self.eject_after = eject_after
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.alpha = ewma_alpha
+        self.min_timeout = min_timeout
+        self.timeout_factor = timeout_factor
+        self.first_timeout = first_timeout
+
+    # -- decisions -------------------------------------------------------------------
+
+    def choose(self, exclude: Iterable[str] = ()) -> str | None:
+        """Take a slot on the best free node, or ``None`` if no slot is free.
+
+        Nodes in ``exclude`` (those a batch already failed on) are avoided while any
+        other up node exists; if they are the only ones up, they are used anyway.
+        """
+        excluded = set(exclude)
+        up = [s for s in self.nodes.values() if s.health is Health.UP]
+        if up and all(s.name in excluded for s in up):
+            excluded = set()
+        free = [s for s in up if s.inflight < s.cap and s.name not in excluded]
+        if not free:
+            return None
+        best = max(free, key=self._rank)
+        best.inflight += 1
+        best.max_inflight_seen = max(best.max_inflight_seen, best.inflight)
+        return best.name
+
+    def _rank(self, s: NodeSlots) -> tuple:
+        # Unmeasured first (to measure them), then by measured speed, then by the weight
+        # the user gave, then fewest in flight, then configuration order.
+        speed = s.speed
+        return (speed is None, speed or 0.0, s.weight, -s.inflight, -self._order[s.name])
+
+    def has_usable_node(self) -> bool:
+        """True while some node is up or may come back (ejected or being probed)."""
+        return any(s.health is not Health.EXCLUDED for s in self.nodes.values())
+
+    def any_up(self) -> bool:
+        return any(s.health is Health.UP for s in self.nodes.values())
+
+    def due_probes(self) -> list[str]:
+        """Ejected nodes whose back-off has ended; they are marked as being probed."""
+        now = self.clock()
+        due = [s for s in self.nodes.values() if s.health is Health.EJECTED and s.retry_at <= now]
+        for s in due:
+            s.health = Health.PROBING
+        return [s.name for s in due]
+
+    def next_probe_at(self) -> float | None:
+        times = [s.retry_at for s in self.nodes.values() if s.health is Health.EJECTED]
+        return min(times) if times else None
+
+    def timeout_for(self, name: str, texts: int) -> float:
+        """Seconds to wait for a batch: generous until the node is measured, then
+        ``timeout_factor`` x the expected latency (never under ``min_timeout``)."""
+        s = self.nodes[name]
+        if s.seconds_per_text is None:
+            return self.first_timeout
+        return max(self.min_timeout, self.timeout_factor * s.seconds_per_text * max(texts, 1))
+
+    # -- observations ----------------------------------------------------------------
+
+    def release(self, name: str, *, texts: int = 0, seconds: float = 0.0,
+                failure: str | None = None, hard: bool = False) -> None:
+        """Give back a slot. ``failure`` names the error kind (None for success);
+        ``hard`` marks failures that show the node is unreachable (eject at once)."""
+        s = self.nodes[name]
+        s.inflight = max(0, s.inflight - 1)
+        s.requests += 1
+        if failure is None:
+            s.texts += texts
+            s.consecutive_failures = 0
+            if texts > 0 and seconds > 0:
+                sample = seconds / texts
+                s.seconds_per_text = (
+                    sample if s.seconds_per_text is None
+                    else (1 - self.alpha) * s.seconds_per_text + self.alpha * sample
+                )
+            return
+        s.errors[failure] += 1
+        s.consecutive_failures += 1
+        if s.health is Health.UP and (hard or s.consecutive_failures >= self.eject_after):
+            self.eject(name, f"{s.consecutive_failures} failure(s) in a row, last: {failure}")
+
+    def eject(self, name: str, reason: str) -> None:
+        s = self.nodes[name]
+        if s.health is Health.EXCLUDED:
+            return
+        s.health = Health.EJECTED
+        s.reason = reason
+        s.retry_at = self.clock() + min(self.max_backoff, self.backoff * 2 ** s.ejections)
+        s.ejections += 1
+
+    def probe_result(self, name: str, ok: bool, reason: str = "") -> None:
+        s = self.nodes[name]
+        if s.health is Health.EXCLUDED:
+            return
+        if ok:
+            s.health, s.reason, s.consecutive_failures = Health.UP, "", 0
+            # Start from a clean measurement: the node may have restarted cold.
+            s.seconds_per_text = None
+        else:
+            self.eject(name, reason or "probe failed")
+
+    def exclude(self, name: str, reason: str) -> None:
+        s = self.nodes[name]
+        s.health, s.reason = Health.EXCLUDED, reason
+
+    def set_cap(self, name: str, cap: int) -> None:
+        self.nodes[name].cap = max(1, int(cap))
+
+    def total_speed(self) -> float:
+        """Sum of measured speeds of up nodes (texts/s): the fleet's observed capacity."""
+        return sum(s.speed or 0.0 for s in self.nodes.values() if s.health is Health.UP)
+
+
+def backoff_delay(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
+    """Delay before retry ``attempt`` (1-based) of a batch, exponential and capped."""
+    return min(cap, base * math.pow(2, max(0, attempt - 1)))

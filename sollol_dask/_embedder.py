@@ -1,0 +1,113 @@
+"""``Embedder``: the one object a user creates. Settings on the client, routers wherever
+the work runs (this process for ``embed``, each Dask worker for the collections)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._fleet import Reference
+from ._node import Node, resolve_nodes
+from ._router import Router
+from ._settings import RouterSettings
+from .backends import EmbedOptions
+
+
+class Embedder:
+    """Embed texts across a fleet of Ollama or OpenAI-compatible nodes.
+
+    >>> emb = Embedder(["http://gpu1:11434", "http://cpu1:11434"], model="nomic-embed-text")
+    >>> vecs = emb.embed(["a question", "a passage"])   # float32 (2, dim), input order
+
+    ``nodes``: URL strings (Ollama) and/or :class:`Node` objects; ``None`` reads
+    ``SOLLOL_NODES`` (comma-separated), then ``OLLAMA_HOST``, then http://127.0.0.1:11434.
+
+    Options (all keyword): ``batch_size`` (64 texts per request), ``max_batch_chars``
+    (64,000), ``truncate`` (True: the server truncates texts longer than the context;
+    False: such a text raises ``InputError`` naming its row), ``keep_alive``,
+    ``dimensions``, ``options`` (Ollama model options, sent identically every time),
+    ``encoding`` ("base64" or "float", OpenAI route), ``max_attempts`` (6),
+    ``first_timeout`` (120 s), ``min_timeout`` (5 s), ``timeout_factor`` (10x a node's
+    expected batch time), ``probe_timeout`` (10 s), ``wait_for_nodes`` (60 s with every
+    node down before failing), ``eject_after`` (3), ``verify`` (TLS: True, False or a CA
+    bundle path).
+    """
+
+    def __init__(self, nodes: Iterable[str | Node] | str | Node | None = None, *,
+                 model: str, **options: Any) -> None:
+        opt_names = {"truncate", "keep_alive", "dimensions", "options", "encoding"}
+        embed_opts = {k: options.pop(k) for k in list(options) if k in opt_names}
+        self.settings = RouterSettings(
+            nodes=resolve_nodes(nodes),
+            opts=EmbedOptions(model=model, **embed_opts),
+            **options,
+        )
+        self._router: Router | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: RouterSettings) -> Embedder:
+        self = cls.__new__(cls)
+        self.settings = settings
+        self._router = None
+        self._lock = threading.Lock()
+        return self
+
+    @property
+    def model(self) -> str:
+        return self.settings.opts.model
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self.settings.nodes
+
+    @property
+    def router(self) -> Router:
+        """This process's router (built on first use)."""
+        with self._lock:
+            if self._router is None:
+                self._router = Router(self.settings)
+            return self._router
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for ``texts``: float32 ``(len(texts), dim)``, rows in input order.
+
+        Batched, spread over every node with a free slot, identical texts sent once,
+        failed batches retried on other nodes; every vector is checked.
+        """
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a list of texts; wrap a single text as [text]")
+        return self.router.embed(texts)
+
+    def check_fleet(self) -> Reference:
+        """Probe the nodes now; returns the dimension and digest this run will use."""
+        return self.router.check_fleet()
+
+    def node_stats(self) -> list[dict]:
+        """Per-node counters of this process's router (requests, texts, errors, state)."""
+        return self.router.snapshot() if self._router is not None else []
+
+    def close(self) -> None:
+        with self._lock:
+            if self._router is not None:
+                self._router.close()
+                self._router = None
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(Embedder.from_settings(state["settings"]).__dict__)
+
+    def __repr__(self) -> str:
+        nodes = ", ".join(repr(n) for n in self.settings.nodes)
+        return f"Embedder(model={self.model!r}, nodes=[{nodes}])"

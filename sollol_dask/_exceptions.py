@@ -1,0 +1,99 @@
+"""The errors sollol_dask raises, all under one base class.
+
+    SollolError
+    ├── ConfigurationError        bad settings: no model, a malformed node URL, ...
+    ├── NoNodeAvailableError      no node can serve the model (all down, excluded or ejected)
+    ├── NodeError                 a node answered with an error or did not answer
+    │   └── ModelNotFoundError    the node does not have the model (pull it first)
+    ├── BadResponseError          a node answered 200 with unusable vectors (count,
+    │                             dimension, non-finite values, malformed body)
+    ├── InputError                a text the caller gave cannot be embedded (wrong type,
+    │                             too long with truncate=False); names the row
+    └── OutputError               the output location cannot be written or does not
+                                  match what a resumed run expects
+
+Foreign exceptions (httpx, orjson) are mapped to these in exactly one place, the router.
+Messages never contain header values: nodes are shown by their redacted URL.
+"""
+
+from __future__ import annotations
+
+
+class SollolError(Exception):
+    """Base of every error sollol_dask raises on purpose."""
+
+
+class ConfigurationError(SollolError, ValueError):
+    """The settings given cannot work; the message says which one and why."""
+
+
+class NoNodeAvailableError(SollolError):
+    """No node can take work: each node's reason is in ``.reasons`` (url -> reason)."""
+
+    def __init__(self, message: str, reasons: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = dict(reasons or {})
+
+
+class NodeError(SollolError):
+    """A node failed a request. ``retryable`` tells whether another node may succeed."""
+
+    # Set by the router's classification: the backends' ``Failure`` kind, and whether the
+    # failure shows the node is unreachable (connection refused, timeout).
+    failure = None
+    hard = False
+
+    def __init__(
+        self, message: str, *, node: str, status: int | None = None, retryable: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.node = node
+        self.status = status
+        self.retryable = retryable
+
+    def __reduce__(self):  # keep attributes when pickled across Dask processes
+        return (_rebuild_node_error, (type(self), str(self), self.node, self.status, self.retryable))
+
+
+def _rebuild_node_error(cls, message, node, status, retryable):
+    return cls(message, node=node, status=status, retryable=retryable)
+
+
+class ModelNotFoundError(NodeError):
+    """The node does not serve the model; ``ollama pull`` it there or fix the name."""
+
+    def __init__(self, message: str, *, node: str, status: int | None = 404) -> None:
+        super().__init__(message, node=node, status=status, retryable=False)
+
+    def __reduce__(self):
+        return (type(self), (str(self),), {"node": self.node, "status": self.status, "retryable": False})
+
+
+class BadResponseError(SollolError):
+    """A node answered, but its vectors cannot be used (wrong count, dimension, NaN)."""
+
+    failure = None  # see NodeError
+    hard = False
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+    def __reduce__(self):
+        return (type(self), (str(self),), {"node": self.node})
+
+
+class InputError(SollolError, ValueError):
+    """A caller's text cannot be embedded. ``row`` (and ``partition`` if known) say where."""
+
+    def __init__(self, message: str, *, row: object = None, partition: object = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.partition = partition
+
+    def __reduce__(self):
+        return (type(self), (str(self),), {"row": self.row, "partition": self.partition})
+
+
+class OutputError(SollolError):
+    """The output cannot be written, or exists from a run with other settings."""

@@ -1,0 +1,55 @@
+"""Fleet consistency: which model dimension and digest a run uses, and who matches it.
+
+Pure functions over what each node's probe reported. Vectors from different digests or
+dimensions never mix in one output, so a node that disagrees with the fleet is excluded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from .backends import NodeInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    dimension: int
+    digest: str | None  # None when no node reports one (OpenAI-compatible servers)
+
+
+def choose_reference(order: Sequence[str], infos: Mapping[str, NodeInfo]) -> Reference | None:
+    """The (dimension, digest) most nodes serve; ties go to the earlier configured node."""
+    described = [n for n in order if n in infos and infos[n].dimension]
+    if not described:
+        return None
+    votes = Counter((infos[n].dimension, infos[n].digest) for n in described)
+    # Nodes that report no digest (OpenAI servers) vote for the dimension only.
+    for (dim, digest), count in list(votes.items()):
+        if digest is None:
+            for key in votes:
+                if key[0] == dim and key[1] is not None:
+                    votes[key] += count
+    best = max(votes.values())
+    for n in described:
+        key = (infos[n].dimension, infos[n].digest)
+        if votes[key] == best:
+            if key[1] is None:
+                digests = [infos[m].digest for m in described
+                           if infos[m].dimension == key[0] and infos[m].digest]
+                key = (key[0], digests[0] if digests else None)
+            return Reference(dimension=key[0], digest=key[1])
+    return None  # unreachable
+
+
+def mismatch(info: NodeInfo, ref: Reference, model: str) -> str | None:
+    """Why a node cannot join the run, or None if it matches the reference."""
+    if info.dimension != ref.dimension:
+        return (f"serves {model!r} with dimension {info.dimension}, but the fleet uses "
+                f"{ref.dimension}: excluded so vectors never mix")
+    if ref.digest and info.digest and info.digest != ref.digest:
+        return (f"serves {model!r} with digest {info.digest[:12]}, but the fleet uses "
+                f"{ref.digest[:12]}: excluded so vectors never mix (`ollama pull {model}` "
+                "on every node gives them the same build)")
+    return None

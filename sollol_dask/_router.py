@@ -1,0 +1,436 @@
+"""The per-process embedding engine: connection pools, batches, slots, retries, probes.
+
+One ``Router`` per process (per Dask worker, through the WorkerPlugin) runs on its own
+event-loop thread, so every thread of the process shares its pools and its balancer.
+This is the only module that sees httpx: its exceptions become ``NodeError`` here.
+
+A batch's life: wait for a slot (FIFO across all callers) -> the balancer names the best
+free node -> POST -> parse and check -> done; on a transient failure the slot is released
+with the outcome and the batch waits for a slot on another node, up to ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Sequence
+
+import httpx
+import numpy as np
+import orjson
+
+from ._balancer import Health, SlotBalancer, backoff_delay
+from ._batching import dedupe, split_batches
+from ._exceptions import (
+    BadResponseError,
+    InputError,
+    ModelNotFoundError,
+    NoNodeAvailableError,
+    NodeError,
+    SollolError,
+)
+from ._fleet import Reference, choose_reference, mismatch
+from ._loop import LoopThread
+from ._node import Node
+from ._settings import RouterSettings
+from .backends import BACKENDS, Failure, NodeInfo
+from .backends._base import input_too_long
+
+logger = logging.getLogger(__name__)
+_SUPERVISE_EVERY = 0.1  # seconds between checks for due probes and the all-down deadline
+
+
+class FleetWarning(UserWarning):
+    """A node was left out of a run (model missing, other digest or dimension, down)."""
+
+
+class Router:
+    """Embeds lists of texts over a fleet of nodes. Thread-safe; see module docstring."""
+
+    def __init__(self, settings: RouterSettings, *, clock=time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.nodes: dict[str, Node] = {n.name: n for n in settings.nodes}
+        self.balancer = SlotBalancer(
+            list(self.nodes),
+            [n.max_inflight or BACKENDS[n.api].default_max_inflight for n in settings.nodes],
+            weights=[n.weight for n in settings.nodes],
+            clock=clock,
+            eject_after=settings.eject_after,
+            min_timeout=settings.min_timeout,
+            timeout_factor=settings.timeout_factor,
+            first_timeout=settings.first_timeout,
+        )
+        self.infos: dict[str, NodeInfo] = {}
+        self.reference: Reference | None = None
+        self._loop: LoopThread | None = None
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._waiters: deque[tuple[asyncio.Future, frozenset[str]]] = deque()
+        self._ready: asyncio.Future | None = None
+        self._supervisor: asyncio.Task | None = None
+        self._all_down_since: float | None = None
+        self._closed = False
+        self._start_lock = threading.Lock()
+
+    # -- synchronous surface ---------------------------------------------------------
+
+    def embed(self, texts: Sequence[str], row_ids: Sequence | None = None) -> np.ndarray:
+        """Vectors for ``texts`` as float32 ``(len(texts), dim)``, rows in input order."""
+        return self._thread().run(self.aembed(texts, row_ids))
+
+    def check_fleet(self) -> Reference:
+        """Probe every node now (if not done yet) and return the run's dimension/digest."""
+        return self._thread().run(self._ensure_ready())
+
+    def close(self) -> None:
+        with self._start_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._loop is not None:
+            try:
+                self._loop.run(self._aclose())
+            finally:
+                self._loop.stop()
+
+    def _thread(self) -> LoopThread:
+        with self._start_lock:  # many task threads may make the first call at once
+            if self._closed:
+                raise SollolError("this router is closed; create a new Embedder")
+            if self._loop is None:
+                self._loop = LoopThread()
+            return self._loop
+
+    async def _aclose(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        for fut, _ in self._waiters:
+            if not fut.done():
+                fut.set_exception(SollolError("router closed"))
+        await asyncio.gather(*(c.aclose() for c in self._clients.values()), return_exceptions=True)
+
+    # -- embedding -------------------------------------------------------------------
+
+    async def aembed(self, texts: Sequence[str], row_ids: Sequence | None = None) -> np.ndarray:
+        texts = list(texts)
+        labels = list(row_ids) if row_ids is not None else list(range(len(texts)))
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(
+                    f"row {labels[i]!r} is {type(text).__name__}, not str: pass text only "
+                    "(embed_dataframe and embed_parquet turn missing values into null vectors)",
+                    row=labels[i],
+                )
+        ref = await self._ensure_ready()
+        if not texts:
+            return np.empty((0, ref.dimension), np.float32)
+        unique, inverse = dedupe(texts)
+        first_label = {}
+        for i, u in enumerate(inverse.tolist()):
+            first_label.setdefault(u, labels[i])
+        batches = split_batches([len(t) for t in unique], self.settings.batch_size,
+                                self.settings.max_batch_chars)
+        tasks = [
+            asyncio.ensure_future(
+                self._run_batch(unique[b.start:b.stop], [first_label[i] for i in b])
+            )
+            for b in batches
+        ]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return np.concatenate(parts)[inverse]
+
+    async def _run_batch(self, texts: list[str], labels: list) -> np.ndarray:
+        tried: set[str] = set()
+        last_error: SollolError | None = None
+        for attempt in range(1, self.settings.max_attempts + 1):
+            name = await self._acquire(frozenset(tried))
+            started = self.clock()
+            try:
+                matrix = await self._post(name, texts, labels)
+            except (NodeError, BadResponseError) as err:
+                failure = err.failure or Failure.TRANSIENT
+                self.balancer.release(name, failure=failure.value, hard=err.hard)
+                if failure is Failure.NODE_FATAL:
+                    self._exclude(name, str(err))
+                self._dispatch()
+                if failure is Failure.CALLER:
+                    raise
+                if failure in (Failure.TOO_LONG, Failure.TOO_BIG):
+                    if len(texts) == 1:
+                        if failure is Failure.TOO_LONG:
+                            raise input_too_long(labels[0], name, str(err)) from None
+                        raise
+                    half = len(texts) // 2
+                    left, right = await asyncio.gather(
+                        self._run_batch(texts[:half], labels[:half]),
+                        self._run_batch(texts[half:], labels[half:]),
+                    )
+                    return np.concatenate([left, right])
+                last_error = err
+                tried.add(name)
+                logger.info("batch of %d (rows %r..%r) failed on %s, attempt %d: %s",
+                            len(texts), labels[0], labels[-1], name, attempt, err)
+                await asyncio.sleep(backoff_delay(attempt))
+                continue
+            except BaseException:
+                self.balancer.release(name, failure="cancelled")
+                self._dispatch()
+                raise
+            self.balancer.release(name, texts=len(texts), seconds=self.clock() - started)
+            self._dispatch()
+            return matrix
+        raise NodeError(
+            f"rows {labels[0]!r}..{labels[-1]!r} failed on {self.settings.max_attempts} attempts "
+            f"(nodes tried: {', '.join(sorted(tried))}); last error: {last_error}. Check the "
+            "nodes, or raise max_attempts",
+            node=getattr(last_error, "node", None) or "?",
+            retryable=True,
+        )
+
+    async def _post(self, name: str, texts: list[str], labels: list) -> np.ndarray:
+        node = self.nodes[name]
+        backend = BACKENDS[node.api]
+        try:
+            body = backend.embed_body(texts, self.settings.opts)
+        except orjson.JSONEncodeError as exc:
+            raise _unencodable(texts, labels, exc) from None
+        timeout = self.balancer.timeout_for(name, len(texts))
+        status, content = await self._request(name, "POST", backend.embed_path, body, timeout)
+        if status != 200:
+            raise backend.classify(status, content, name, self.settings.opts.model)
+        matrix = backend.parse_embed(content, len(texts), name)
+        if self.reference is not None and matrix.shape[1] != self.reference.dimension:
+            err = BadResponseError(
+                f"{name} returned dimension {matrix.shape[1]}, the fleet uses "
+                f"{self.reference.dimension}: node excluded", node=name)
+            err.failure = Failure.NODE_FATAL
+            raise err
+        return matrix
+
+    async def _request(self, name: str, method: str, path: str, body: bytes | None,
+                       timeout: float) -> tuple[int, bytes]:
+        """One HTTP exchange; every httpx failure becomes a ``NodeError`` here."""
+        client = self._client(name)
+        try:
+            response = await client.request(
+                method, path, content=body,
+                headers={"content-type": "application/json"} if body is not None else None,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            )
+            return response.status_code, response.content
+        except httpx.TimeoutException:
+            err = NodeError(f"{name} did not answer within {timeout:.1f} s", node=name)
+            err.hard = True
+        except httpx.ConnectError as exc:
+            err = NodeError(f"cannot connect to {name} ({_reason(exc)}): is it running?", node=name)
+            err.hard = True
+        except httpx.TransportError as exc:
+            err = NodeError(f"connection to {name} failed: {_reason(exc)}", node=name)
+        err.failure = Failure.TRANSIENT
+        raise err
+
+    def _client(self, name: str) -> httpx.AsyncClient:
+        client = self._clients.get(name)
+        if client is None:
+            node = self.nodes[name]
+            cap = self.balancer.nodes[name].cap
+            client = httpx.AsyncClient(
+                base_url=node.url,
+                headers=node.headers,
+                # Ollama speaks HTTP/1.1 only; h2 is offered for TLS endpoints (proxies).
+                http2=node.url.startswith("https://"),
+                verify=self.settings.verify,
+                limits=httpx.Limits(max_connections=cap + 4, max_keepalive_connections=cap + 4),
+                trust_env=False,
+            )
+            self._clients[name] = client
+        return client
+
+    # -- slots -----------------------------------------------------------------------
+
+    async def _acquire(self, exclude: frozenset[str]) -> str:
+        if not self.balancer.has_usable_node():
+            raise self._no_node_error()
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((future, exclude))
+        self._dispatch()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.balancer.release(future.result(), failure="cancelled")
+                self._dispatch()
+            raise
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiting batches, oldest first."""
+        kept: deque = deque()
+        while self._waiters:
+            future, exclude = self._waiters.popleft()
+            if future.done():
+                continue
+            name = self.balancer.choose(exclude)
+            if name is None:
+                kept.append((future, exclude))
+                if not any(s.health is Health.UP and s.inflight < s.cap
+                           for s in self.balancer.nodes.values()):
+                    break
+                continue
+            future.set_result(name)
+        kept.extend(self._waiters)
+        self._waiters = kept
+        if not self.balancer.has_usable_node():
+            self._fail_waiters(self._no_node_error())
+
+    def _fail_waiters(self, error: Exception) -> None:
+        while self._waiters:
+            future, _ = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def _no_node_error(self) -> NoNodeAvailableError:
+        reasons = {s.name: f"{s.health.value}: {s.reason}" for s in self.balancer.nodes.values()}
+        listing = "; ".join(f"{k} ({v})" for k, v in reasons.items())
+        return NoNodeAvailableError(
+            f"no node can embed with {self.settings.opts.model!r}: {listing}. Start or fix a "
+            "node and run again (embed_parquet resumes where it stopped)",
+            reasons,
+        )
+
+    def _exclude(self, name: str, reason: str) -> None:
+        if self.balancer.nodes[name].health is not Health.EXCLUDED:
+            logger.warning("node %s excluded: %s", name, reason)
+            warnings.warn(f"node {name} excluded: {reason}", FleetWarning, stacklevel=2)
+        self.balancer.exclude(name, reason)
+
+    # -- fleet check and probes --------------------------------------------------------
+
+    async def _ensure_ready(self) -> Reference:
+        if self._ready is None or (self._ready.done() and self._ready.exception() is not None):
+            self._ready = asyncio.ensure_future(self._check_fleet())
+        return await asyncio.shield(self._ready)
+
+    async def _check_fleet(self) -> Reference:
+        names = list(self.nodes)
+        results = await asyncio.gather(*(self._describe(n) for n in names), return_exceptions=True)
+        for name, result in zip(names, results):
+            if isinstance(result, ModelNotFoundError) or (
+                isinstance(result, NodeError)
+                and result.failure in (Failure.NODE_FATAL, Failure.CALLER)
+            ):
+                self._exclude(name, str(result))
+            elif isinstance(result, BaseException):
+                logger.warning("node %s is not answering (%s); it will be re-probed", name, result)
+                self.balancer.eject(name, f"not answering: {result}")
+            else:
+                self.infos[name] = result
+        self.reference = choose_reference(names, self.infos)
+        if self.reference is None:
+            missing = [r for r in results if isinstance(r, ModelNotFoundError)]
+            if missing and len(missing) == len(results):
+                model = self.settings.opts.model
+                raise ModelNotFoundError(
+                    f"model {model!r} is on none of the nodes ({', '.join(names)}): run "
+                    f"`ollama pull {model}` on them, or check the model name", node=names[0])
+            raise self._no_node_error()
+        for name, info in self.infos.items():
+            self._admit(name, info)
+        if not self.balancer.any_up():
+            raise self._no_node_error()
+        if self._supervisor is None:
+            self._supervisor = asyncio.ensure_future(self._supervise())
+        return self.reference
+
+    def _admit(self, name: str, info: NodeInfo) -> bool:
+        """Let a described node take work if it matches the fleet; exclude it if not."""
+        why = mismatch(info, self.reference, self.settings.opts.model)
+        if why is not None:
+            self._exclude(name, why)
+            return False
+        node = self.nodes[name]
+        if node.max_inflight is None and info.total_slots:
+            self.balancer.set_cap(name, info.total_slots)
+        return True
+
+    async def _describe(self, name: str) -> NodeInfo:
+        node = self.nodes[name]
+
+        async def fetch(method: str, path: str, payload) -> tuple[int, bytes]:
+            body = orjson.dumps(payload) if payload is not None else None
+            return await self._request(name, method, path, body, self.settings.probe_timeout)
+
+        return await BACKENDS[node.api].describe(fetch, self.settings.opts, name)
+
+    async def _supervise(self) -> None:
+        """Re-probe ejected nodes when due; fail waiting batches if all stay down."""
+        while True:
+            for name in self.balancer.due_probes():
+                asyncio.ensure_future(self._reprobe(name))
+            if self.balancer.any_up():
+                self._all_down_since = None
+            elif self._waiters:
+                now = self.clock()
+                self._all_down_since = self._all_down_since or now
+                if now - self._all_down_since >= self.settings.wait_for_nodes:
+                    self._fail_waiters(self._no_node_error())
+            await asyncio.sleep(_SUPERVISE_EVERY)
+
+    async def _reprobe(self, name: str) -> None:
+        try:
+            info = await self._describe(name)
+        except SollolError as err:
+            if isinstance(err, ModelNotFoundError):
+                self._exclude(name, str(err))
+            else:
+                self.balancer.probe_result(name, False, f"probe failed: {err}")
+            return
+        self.infos[name] = info
+        if self.reference is None:
+            self.reference = choose_reference(list(self.nodes), self.infos)
+        if self._admit(name, info):
+            logger.info("node %s answers again; restored", name)
+            self.balancer.probe_result(name, True)
+        self._dispatch()
+
+    # -- metrics ---------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict]:
+        """Per-node counters and state, plain data (for reports, status and dashboards)."""
+        out = []
+        for s in self.balancer.nodes.values():
+            out.append({
+                "node": s.name, "api": self.nodes[s.name].api, "state": s.health.value,
+                "reason": s.reason, "cap": s.cap, "inflight": s.inflight,
+                "max_inflight_seen": s.max_inflight_seen, "requests": s.requests,
+                "texts": s.texts, "errors": dict(s.errors), "speed": s.speed,
+            })
+        return out
+
+
+def _reason(exc: Exception) -> str:
+    # httpx messages can carry the URL; keep only the exception kind and the OS reason.
+    text = str(exc).split(" for url ")[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _unencodable(texts: list[str], labels: list, exc: Exception) -> InputError:
+    for text, label in zip(texts, labels):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as bad:
+            return InputError(
+                f"row {label!r} is not valid Unicode text (a lone surrogate at character "
+                f"{bad.start}): clean it, e.g. text.encode('utf-8', 'replace').decode()",
+                row=label,
+            )
+    return InputError(f"rows {labels[0]!r}..{labels[-1]!r} cannot be sent as JSON: {exc}")

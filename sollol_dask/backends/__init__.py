@@ -1,0 +1,12 @@
+"""Wire formats, picked by a node's ``api`` from a registry (no if-chains)."""
+
+from __future__ import annotations
+
+from ._base import Backend, EmbedOptions, Failure, NodeInfo
+from .ollama import OllamaBackend
+from .openai import OpenAIBackend
+
+BACKENDS: dict[str, Backend] = {"ollama": OllamaBackend(), "openai": OpenAIBackend()}
+
+__all__ = ["BACKENDS", "Backend", "EmbedOptions", "Failure", "NodeInfo", "OllamaBackend",
+           "OpenAIBackend"]

@@ -1,0 +1,90 @@
+"""Ollama's native protocol: ``POST /api/embed`` with a list input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+
+from .._exceptions import ModelNotFoundError
+from ._base import Backend, EmbedOptions, Fetch, NodeInfo, check_matrix, malformed
+
+
+class OllamaBackend(Backend):
+    api = "ollama"
+    # One slot per embedding model on the server: a second request in flight hides the
+    # HTTP round trip; more only queues (ollama-behaviour.md).
+    default_max_inflight = 2
+    embed_path = "/api/embed"
+
+    def embed_body(self, texts: Sequence[str], opts: EmbedOptions) -> bytes:
+        body: dict = {"model": opts.model, "input": list(texts), "truncate": opts.truncate}
+        if opts.keep_alive is not None:
+            body["keep_alive"] = opts.keep_alive
+        if opts.dimensions is not None:
+            body["dimensions"] = opts.dimensions
+        if opts.options:
+            body["options"] = opts.options
+        return orjson.dumps(body)
+
+    def parse_embed(self, content: bytes, count: int, node: str) -> np.ndarray:
+        try:
+            data = orjson.loads(content)
+            rows = data["embeddings"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise malformed(node, f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(rows, list):
+            raise malformed(node, "'embeddings' is not a list")
+        if len(rows) != count:
+            return check_matrix(np.empty((len(rows), 0), np.float32), count, node)
+        try:
+            with np.errstate(over="ignore"):  # overflow to inf is caught by check_matrix
+                matrix = np.array(rows, dtype=np.float32)
+        except (ValueError, TypeError) as exc:
+            raise malformed(node, f"vectors are not numeric lists of one length ({exc})") from None
+        return check_matrix(matrix.reshape(count, -1) if count == 0 else matrix, count, node)
+
+    async def describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
+        info = NodeInfo()
+        status, content = await fetch("GET", "/api/version", None)
+        if status == 200:
+            info.version = orjson.loads(content).get("version")
+        status, content = await fetch("GET", "/api/tags", None)
+        if status == 200:
+            models = orjson.loads(content).get("models", [])
+            entry = _find_model(models, opts.model)
+            if entry is None:
+                names = ", ".join(sorted(m.get("name", "?") for m in models)) or "none"
+                raise ModelNotFoundError(
+                    f"model {opts.model!r} not found on {node}: run `ollama pull {opts.model}` "
+                    f"there (it has: {names})",
+                    node=node,
+                )
+            info.digest = entry.get("digest")
+        status, content = await fetch("POST", "/api/show", {"model": opts.model})
+        if status == 200:
+            model_info = orjson.loads(content).get("model_info") or {}
+            for key, value in model_info.items():
+                if key.endswith(".embedding_length"):
+                    info.dimension = int(value)
+                elif key.endswith(".context_length"):
+                    info.context_length = int(value)
+        status, content = await fetch("GET", "/api/ps", None)
+        if status == 200:
+            loaded = orjson.loads(content).get("models", [])
+            info.loaded = _find_model(loaded, opts.model) is not None
+        if opts.dimensions is not None:
+            info.dimension = opts.dimensions
+        return info
+
+
+def _find_model(models: list, name: str) -> dict | None:
+    """Ollama names default their tag to ``:latest``; match either spelling."""
+    wanted = {name, name + ":latest"} if ":" not in name else {name}
+    if name.endswith(":latest"):
+        wanted.add(name[: -len(":latest")])
+    for entry in models:
+        if entry.get("name") in wanted or entry.get("model") in wanted:
+            return entry
+    return None

@@ -1,0 +1,230 @@
+"""A simulated Ollama node: a real HTTP server speaking Ollama's protocol (and /v1).
+
+Routes: ``GET/HEAD /``, ``/api/version``, ``/api/tags``, ``/api/ps``, ``POST /api/show``,
+``/api/embed``, ``/api/embeddings`` (legacy), ``/v1/embeddings`` (float and base64),
+``GET /health``. Error bodies, strings and status codes follow Ollama's.
+
+Use it in-process (``SimNode(...).start()`` serves on a thread, on a free port) or as a
+process: ``sollol-dask sim --port 11434 --profile gpu``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import orjson
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from ._profiles import PROFILES, SimProfile
+from ._vectors import count_tokens, sim_digest, sim_vectors, truncate_text
+
+VERSION = "0.33.0-sim"
+
+
+@dataclasses.dataclass
+class Faults:
+    """What the node gets wrong, and when. Change fields at any time, even mid-run.
+
+    ``*_every=N`` fails every Nth embed request (counting all of them); ``burst_status``
+    answers ``burst_count`` requests with that status starting after ``burst_after``
+    requests; ``die_after``/``hang_after`` make the node stop (connections refused) or stop
+    answering after N requests; ``slowdown`` multiplies model time.
+    """
+
+    eof_every: int = 0
+    nan_every: int = 0
+    malformed_every: int = 0
+    truncated_every: int = 0
+    reset_every: int = 0
+    burst_status: int = 0
+    burst_after: int = 0
+    burst_count: int = 0
+    die_after: int = 0
+    hang_after: int = 0
+    slowdown: float = 1.0
+
+
+@dataclasses.dataclass
+class Counters:
+    requests: int = 0  # embed requests received (any embed route)
+    texts: int = 0  # texts embedded successfully
+    errors: int = 0  # embed requests answered with an error
+    inflight: int = 0
+    max_inflight: int = 0
+
+
+class SimNode:
+    """One simulated node. ``start()`` serves on a background thread; ``url`` tells where.
+
+    >>> node = SimNode("gpu", load_seconds=0).start()
+    >>> node.url
+    'http://127.0.0.1:54321'
+    >>> node.stop()
+    """
+
+    def __init__(self, profile: str | SimProfile = "gpu", *, model: str = "nomic-embed-text",
+                 dimension: int = 768, host: str = "127.0.0.1", port: int = 0,
+                 digest_variant: str = "", faults: Faults | None = None,
+                 extra_models: tuple[str, ...] = (), max_queue: int = 512,
+                 **profile_changes) -> None:
+        base = PROFILES[profile] if isinstance(profile, str) else profile
+        self.profile = base.replace(**profile_changes) if profile_changes else base
+        self.model = model
+        self.dimension = dimension
+        self.host = host
+        self.port = port
+        self.digest = sim_digest(model, digest_variant)
+        self.extra_models = extra_models
+        self.faults = faults or Faults()
+        self.counters = Counters()
+        self._slots = [0.0] * self.profile.slots  # loop time each slot is busy until
+        self._loaded_until: float | None = None  # None: model not loaded yet
+        self._loading_queue = 0  # requests waiting while the model loads
+        self.max_queue = max_queue  # Ollama's OLLAMA_MAX_QUEUE: 503 beyond it while loading
+        self._hang_event: asyncio.Event | None = None  # set when the node stops
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: tornado.httpserver.HTTPServer | None = None
+        self._started = threading.Event()
+        self._dead = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> SimNode:
+        """Serve on a background thread; returns once the port accepts connections."""
+        self._thread = threading.Thread(target=self._run_thread, name=f"sim-{self.profile.name}",
+                                        daemon=True)
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def _run_thread(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self.serve())
+        self._started.set()
+        self._loop.run_forever()
+
+    async def serve(self) -> None:
+        """Start listening on the running loop (for an asyncio program or the CLI)."""
+        self._loop = asyncio.get_running_loop()
+        self._hang_event = asyncio.Event()
+        app = tornado.web.Application(_routes(self))
+        sockets = tornado.netutil.bind_sockets(self.port, self.host, family=socket.AF_INET)
+        self.port = sockets[0].getsockname()[1]
+        self._server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60)
+        self._server.add_sockets(sockets)
+        self._dead = False
+
+    def kill(self) -> None:
+        """Stop answering as a crashed process would: close the port and all connections."""
+        self._call(self._close)
+
+    def revive(self, *, cold: bool = True) -> None:
+        """Come back on the same port (with the model unloaded unless ``cold=False``)."""
+        if cold:
+            self._loaded_until = None
+        self._call(self.serve)
+
+    def stop(self) -> None:
+        """Shut down for good (idempotent)."""
+        if self._loop is None or self._thread is None or not self._thread.is_alive():
+            return
+        self._call(self._close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _call(self, fn) -> None:
+        if self._loop is None:
+            raise RuntimeError("sim node not started")
+        asyncio.run_coroutine_threadsafe(fn(), self._loop).result(10)
+
+    async def _close(self) -> None:
+        self._dead = True
+        if self._server is not None:
+            self._server.stop()
+            self._hang_event.set()
+            await self._server.close_all_connections()
+            self._server = None
+
+    def __enter__(self) -> SimNode:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- time model ------------------------------------------------------------------
+
+    async def occupy_slot(self, texts: list[str]) -> bool:
+        """Wait as long as a real node would take to embed ``texts``. False: the queue
+        overflowed while the model was loading (the caller answers 503)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._loaded_until is None:
+            self._loaded_until = now + self.profile.load_seconds
+        ready = self._loaded_until
+        if ready > now:
+            if self._loading_queue >= self.max_queue:
+                return False
+            self._loading_queue += 1
+            try:
+                await asyncio.sleep(ready - now)
+            finally:
+                self._loading_queue -= 1
+            now = loop.time()
+        slot = min(range(len(self._slots)), key=self._slots.__getitem__)
+        start = max(now, self._slots[slot], ready)
+        finish = start + self.profile.service_seconds(texts, self.faults.slowdown)
+        self._slots[slot] = finish
+        if finish > now:
+            await asyncio.sleep(finish - now)
+        return True
+
+    def loading(self) -> bool:
+        return self._loaded_until is None or self._loaded_until > asyncio.get_running_loop().time()
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        return sim_vectors(self.model, [truncate_text(t, self.profile.context_length)
+                                        for t in texts], self.dimension)
+
+    def too_long(self, texts: list[str]) -> bool:
+        return any(count_tokens(t) > self.profile.context_length for t in texts)
+
+    def serves(self, name: str) -> bool:
+        names = {self.model, self.model + ":latest", *self.extra_models}
+        return name in names
+
+
+def _routes(node: SimNode) -> list:
+    from ._handlers import ROUTES
+
+    return [(path, handler, {"node": node}) for path, handler in ROUTES]
+
+
+def expires_at(seconds: float = 300) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
+
+
+def b64_vectors(matrix: np.ndarray) -> list[str]:
+    return [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in matrix]
+
+
+def dumps(obj) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def now_ns() -> int:
+    return time.perf_counter_ns()

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sollol_dask.sim import SimNode
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SOLLOL_SHARED", REPO.parent / "shared"))
+MODEL = "nomic-embed-text"
+
+
+class FakeClock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sims():
+    """Start in-process simulated nodes: ``sims("gpu", load_seconds=0, ...)``."""
+    started: list[SimNode] = []
+
+    def start(profile: str = "gpu", **kwargs) -> SimNode:
+        kwargs.setdefault("load_seconds", 0.0)
+        node = SimNode(profile, **kwargs).start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()

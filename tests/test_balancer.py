@@ -1,0 +1,126 @@
+"""The routing policy, driven by a fake clock: exact decisions, no network, no sleeps."""
+
+from sollol_dask._balancer import Health, SlotBalancer, backoff_delay
+
+
+def make(clock, caps=(2, 2), **kw) -> SlotBalancer:
+    return SlotBalancer([f"n{i}" for i in range(len(caps))], list(caps), clock=clock, **kw)
+
+
+def test_caps_are_never_exceeded(clock):
+    bal = make(clock, caps=(2, 1))
+    taken = [bal.choose() for _ in range(5)]
+    assert sorted(t for t in taken if t) == ["n0", "n0", "n1"]
+    assert taken[3:] == [None, None]
+    assert bal.nodes["n0"].inflight == 2 and bal.nodes["n1"].inflight == 1
+
+
+def test_work_conserving_a_freed_slot_is_used_at_once(clock):
+    bal = make(clock, caps=(1, 1))
+    assert {bal.choose(), bal.choose()} == {"n0", "n1"}
+    assert bal.choose() is None
+    bal.release("n1", texts=10, seconds=1.0)
+    assert bal.choose() == "n1"
+
+
+def test_faster_node_is_preferred_once_measured(clock):
+    bal = make(clock, caps=(1, 1))
+    a, b = bal.choose(), bal.choose()
+    bal.release("n0", texts=10, seconds=10.0)  # 1 text/s
+    bal.release("n1", texts=10, seconds=1.0)  # 10 texts/s
+    assert bal.choose() == "n1"
+    assert bal.choose() == "n0"  # the slow node still gets work when the fast one is full
+
+
+def test_unmeasured_node_is_tried_before_measured_ones(clock):
+    bal = SlotBalancer(["a", "b"], [1, 1], clock=clock)
+    assert bal.choose() == "a"
+    bal.release("a", texts=10, seconds=0.1)
+    assert bal.choose() == "b"
+
+
+def test_exclude_avoids_failed_node_unless_it_is_the_only_one_up(clock):
+    bal = make(clock, caps=(2, 2))
+    assert bal.choose(exclude={"n0"}) == "n1"
+    bal.exclude("n1", "wrong digest")
+    assert bal.choose(exclude={"n0"}) == "n0"
+
+
+def test_hard_failure_ejects_at_once_and_backoff_doubles(clock):
+    bal = make(clock, caps=(2, 2), backoff=1.0, max_backoff=30.0)
+    bal.choose()
+    bal.release("n0", failure="transient", hard=True)
+    assert bal.nodes["n0"].health is Health.EJECTED
+    assert bal.due_probes() == []
+    clock.advance(0.99)
+    assert bal.due_probes() == []
+    clock.advance(0.02)
+    assert bal.due_probes() == ["n0"]
+    assert bal.nodes["n0"].health is Health.PROBING
+    bal.probe_result("n0", False)
+    clock.advance(1.9)
+    assert bal.due_probes() == []
+    clock.advance(0.2)  # second ejection waits 2 s
+    assert bal.due_probes() == ["n0"]
+    bal.probe_result("n0", True)
+    assert bal.nodes["n0"].health is Health.UP and bal.choose() in {"n0", "n1"}
+
+
+def test_soft_failures_eject_after_threshold_and_success_resets(clock):
+    bal = make(clock, caps=(5, 5), eject_after=3)
+    for _ in range(2):
+        bal.choose(exclude={"n1"})
+        bal.release("n0", failure="transient")
+    bal.choose(exclude={"n1"})
+    bal.release("n0", texts=1, seconds=0.1)
+    assert bal.nodes["n0"].consecutive_failures == 0
+    for _ in range(3):
+        bal.choose(exclude={"n1"})
+        bal.release("n0", failure="transient")
+    assert bal.nodes["n0"].health is Health.EJECTED
+    assert bal.nodes["n0"].errors["transient"] == 5
+
+
+def test_ejected_and_excluded_nodes_get_no_work(clock):
+    bal = make(clock, caps=(2, 2))
+    bal.eject("n0", "down")
+    bal.exclude("n1", "other model")
+    assert bal.choose() is None
+    assert bal.has_usable_node() and not bal.any_up()
+    bal.exclude("n0", "gone")
+    assert not bal.has_usable_node()
+
+
+def test_backoff_is_capped(clock):
+    bal = make(clock, caps=(1,), backoff=1.0, max_backoff=4.0)
+    for _ in range(5):
+        bal.eject("n0", "x")
+    assert bal.nodes["n0"].retry_at - clock() == 4.0
+    assert [backoff_delay(a) for a in (1, 2, 3)] == [0.05, 0.1, 0.2]
+    assert backoff_delay(20) == 2.0
+
+
+def test_timeout_generous_until_measured_then_scaled(clock):
+    bal = make(clock, caps=(2,), min_timeout=5.0, timeout_factor=10.0, first_timeout=60.0)
+    assert bal.timeout_for("n0", 64) == 60.0
+    bal.choose()
+    bal.release("n0", texts=64, seconds=6.4)  # 0.1 s per text
+    assert bal.timeout_for("n0", 64) == 64.0
+    assert bal.timeout_for("n0", 1) == 5.0
+
+
+def test_probe_success_forgets_old_speed(clock):
+    bal = make(clock, caps=(1,))
+    bal.choose()
+    bal.release("n0", texts=10, seconds=1.0)
+    assert bal.nodes["n0"].speed == 10.0
+    bal.eject("n0", "x")
+    bal.probe_result("n0", True)
+    assert bal.nodes["n0"].speed is None
+
+
+def test_excluded_node_is_never_restored(clock):
+    bal = make(clock, caps=(1,))
+    bal.exclude("n0", "dimension 384, fleet uses 768")
+    bal.probe_result("n0", True)
+    assert bal.nodes["n0"].health is Health.EXCLUDED

@@ -1,0 +1,48 @@
+import pytest
+
+import sollol_dask as sd
+from sollol_dask._node import redact_url, resolve_nodes
+
+
+def test_same_server_spelled_differently_is_merged():
+    nodes = resolve_nodes(["http://localhost:11434", "http://127.0.0.1:11434/", "127.0.0.1:11434",
+                           "http://LOCALHOST:11434", "http://127.0.0.1:11435"])
+    assert [n.url for n in nodes] == ["http://localhost:11434", "http://127.0.0.1:11435"]
+
+
+def test_default_ports_and_openai_v1_suffix():
+    assert sd.Node("http://h").key == sd.Node("http://h:80").key
+    assert sd.Node("http://h:8080/v1/", api="openai").url == "http://h:8080"
+
+
+def test_environment_defaults(monkeypatch):
+    monkeypatch.delenv("SOLLOL_NODES", raising=False)
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    assert [n.url for n in resolve_nodes(None)] == ["http://127.0.0.1:11434"]
+    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.2")
+    assert [n.url for n in resolve_nodes(None)] == ["http://127.0.0.2:11434"]
+    monkeypatch.setenv("SOLLOL_NODES", "http://127.0.0.3:1, 127.0.0.4:2")
+    assert [n.url for n in resolve_nodes(None)] == ["http://127.0.0.3:1", "http://127.0.0.4:2"]
+
+
+def test_bad_urls_and_values_say_what_to_do():
+    with pytest.raises(sd.ConfigurationError, match="http://host:11434"):
+        sd.Node("ftp://x")
+    with pytest.raises(sd.ConfigurationError, match="api must be one of"):
+        sd.Node("http://x", api="grpc")
+    with pytest.raises(sd.ConfigurationError, match="max_inflight"):
+        sd.Node("http://x", max_inflight=0)
+    with pytest.raises(sd.ConfigurationError, match="no nodes"):
+        resolve_nodes([])
+    with pytest.raises(sd.ConfigurationError, match="model"):
+        sd.Embedder(["http://127.0.0.1:1"], model="")
+
+
+def test_secrets_never_in_repr():
+    node = sd.Node("https://user:hunter2@proxy:443", api="openai",
+                   headers={"Authorization": "Bearer s3cret-token"})
+    emb = sd.Embedder([node], model="m")
+    for shown in (repr(node), repr(emb), node.name, str(emb.settings.nodes)):
+        assert "s3cret-token" not in shown and "hunter2" not in shown
+    assert "Authorization" in repr(node)
+    assert redact_url("http://a:b@h:1/p") == "http://a:***@h:1/p"
