@@ -63,7 +63,7 @@ def test_identical_texts_are_embedded_once(sims):
 
 
 def test_node_dying_mid_run_loses_no_row(sims):
-    dying, healthy = sims("gpu", faults=Faults(die_after=4)), sims("cpu")
+    dying, healthy = sims("gpu", faults=Faults(die_after=4)), sims("gpu")
     with embedder([dying, healthy]) as emb:
         vectors = emb.embed(TEXTS)
         state = {s["node"]: s["state"] for s in emb.node_stats()}

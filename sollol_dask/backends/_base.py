@@ -144,7 +144,8 @@ def malformed(node: str, why: str) -> BadResponseError:
 
 def input_too_long(row: object, node: str, text: str) -> InputError:
     return InputError(
-        f"row {row!r} is longer than the model's context on {node}: shorten it, or leave "
-        f"truncate=True (the default) so the server truncates it (server said: {text})",
+        f"row {row!r} is longer than the model's context on {node}: shorten or split it "
+        "(Ollama nodes truncate by themselves unless truncate=False; OpenAI-compatible "
+        f"servers such as llama.cpp never do) (server said: {text})",
         row=row,
     )
