@@ -9,11 +9,19 @@ from typing import Any
 
 import numpy as np
 
+from . import _collections, _parquet, _plugin
+from ._clients import current_client
 from ._fleet import Reference
 from ._node import Node, resolve_nodes
+from ._report import EmbedReport
 from ._router import Router
 from ._settings import RouterSettings
 from .backends import EmbedOptions
+
+# Above this many texts, with a Dask client active, embed() spreads the list over the
+# cluster; below it the in-process router is faster (no task round trips).
+DISTRIBUTE_ABOVE = 20_000
+CHUNK = 4096
 
 
 class Embedder:
@@ -80,7 +88,64 @@ class Embedder:
         """
         if isinstance(texts, str):
             raise TypeError("embed() takes a list of texts; wrap a single text as [text]")
-        return self.router.embed(texts)
+        texts = list(texts)
+        client = current_client() if len(texts) > DISTRIBUTE_ABOVE else None
+        if client is None:
+            return self.router.embed(texts)
+        self.register(client)
+        chunks = [texts[i:i + CHUNK] for i in range(0, len(texts), CHUNK)]
+        futures = client.map(_collections.embed_chunk, [self.settings] * len(chunks), chunks,
+                             range(0, len(texts), CHUNK), pure=False)
+        return np.concatenate(client.gather(futures))
+
+    # -- Dask ------------------------------------------------------------------------
+
+    def register(self, client=None) -> str:
+        """Install this configuration's WorkerPlugin (one router per worker) on the
+        cluster of ``client`` (default: the current client); a repeat is a no-op."""
+        client = client or current_client()
+        if client is None:
+            raise ValueError("no Dask client: pass client= or create a distributed.Client")
+        return _plugin.register(client, self.settings)
+
+    def _dimension(self) -> int:
+        return self.check_fleet().dimension
+
+    def embed_dataframe(self, ddf, column: str = "text", *, output_column: str = "embedding",
+                        on_invalid: str = "raise"):
+        """Lazily add ``output_column`` (``fixed_size_list<float32>[dim]``) to a dask
+        dataframe. Null, NaN, empty or whitespace texts get a null vector. Building the
+        graph sends one probe (to learn the dimension) and no embedding request."""
+        self._register_if_client()
+        return _collections.embed_dataframe(self.settings, ddf, column, self._dimension(),
+                                            output_column=output_column, on_invalid=on_invalid)
+
+    def embed_bag(self, bag, *, on_invalid: str = "raise"):
+        """Lazily map a dask bag of texts to float32 vectors (None for missing texts),
+        keeping its partitioning and order."""
+        self._register_if_client()
+        return _collections.embed_bag(self.settings, bag, self._dimension(), on_invalid=on_invalid)
+
+    def embed_parquet(self, src: str, dst: str, column: str = "text", *, client=None,
+                      output_column: str = "embedding", overwrite: bool = False,
+                      rows_per_part: int = 4096, progress: bool = False,
+                      on_invalid: str = "raise") -> EmbedReport:
+        """Embed a parquet corpus (file, directory or glob) into ``dst`` part files.
+
+        Every input column is kept and ``output_column`` added. Resumable: parts that
+        exist are skipped; a run with another model or settings is refused unless
+        ``overwrite=True``. Uses ``client`` (or a scheduler address), else the current
+        client, else a LocalCluster started for the run.
+        """
+        return _parquet.run_embed_parquet(
+            self.settings, self.check_fleet(), src, dst, column=column,
+            output_column=output_column, client=client, overwrite=overwrite,
+            rows_per_part=rows_per_part, progress=progress, on_invalid=on_invalid)
+
+    def _register_if_client(self) -> None:
+        client = current_client()
+        if client is not None:
+            self.register(client)
 
     def check_fleet(self) -> Reference:
         """Probe the nodes now; returns the dimension and digest this run will use."""

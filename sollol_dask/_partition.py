@@ -1,0 +1,86 @@
+"""One partition's worth of work, shared by dataframes, bags and parquet parts:
+sort values into texts and nulls, embed the texts, build the output column."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ._exceptions import ConfigurationError, InputError
+from ._router import Router
+
+ON_INVALID = ("raise", "null")
+
+
+@dataclasses.dataclass
+class PartitionVectors:
+    matrix: np.ndarray  # (rows, dim) float32; zeros where ``valid`` is False
+    valid: np.ndarray  # bool per row
+    null_rows: int  # null, NaN, empty or whitespace texts
+    invalid_rows: int  # non-text values turned into nulls by on_invalid="null"
+
+
+def check_on_invalid(on_invalid: str) -> None:
+    if on_invalid not in ON_INVALID:
+        raise ConfigurationError(f"on_invalid must be one of {ON_INVALID}, not {on_invalid!r}")
+
+
+def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *,
+                 partition: object = None, on_invalid: str = "raise") -> PartitionVectors:
+    """Embed the text values; None, NaN, "" and whitespace-only become null vectors.
+
+    A value that is neither text nor missing raises ``InputError`` naming the partition
+    and row, unless ``on_invalid="null"`` (then it is a null vector, counted).
+    """
+    valid = np.zeros(len(values), dtype=bool)
+    texts: list[str] = []
+    text_labels: list = []
+    nulls = invalid = 0
+    for i, value in enumerate(values):
+        if isinstance(value, str):
+            if value.strip():
+                valid[i] = True
+                texts.append(value)
+                text_labels.append(labels[i])
+            else:
+                nulls += 1
+        elif value is None or (isinstance(value, float) and math.isnan(value)) or _is_na(value):
+            nulls += 1
+        elif on_invalid == "null":
+            invalid += 1
+        else:
+            where = f"partition {partition}, row {labels[i]!r}" if partition is not None \
+                else f"row {labels[i]!r}"
+            raise InputError(
+                f"{where}: value is {type(value).__name__} ({value!r:.40}), not text: convert "
+                "the column to strings, or pass on_invalid='null' to embed it as null",
+                row=labels[i], partition=partition,
+            )
+    matrix = np.zeros((len(values), dim), np.float32)
+    if texts:
+        matrix[valid] = router.embed(texts, row_ids=text_labels)
+    return PartitionVectors(matrix, valid, nulls, invalid)
+
+
+def _is_na(value: object) -> bool:
+    try:
+        import pandas as pd
+
+        return value is pd.NA or value is pd.NaT or (isinstance(value, np.floating) and np.isnan(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def arrow_vectors(part: PartitionVectors) -> pa.FixedSizeListArray:
+    """``fixed_size_list<float32>[dim]`` with nulls where the text was missing."""
+    rows, dim = part.matrix.shape
+    return pa.FixedSizeListArray.from_arrays(
+        pa.array(part.matrix.reshape(-1)), dim, mask=pa.array(~part.valid))
+
+
+def vector_type(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)

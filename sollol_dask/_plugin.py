@@ -1,0 +1,96 @@
+"""The WorkerPlugin that gives every Dask worker process one cached router.
+
+Only the picklable ``RouterSettings`` travel in the plugin; the router (httpx pools, the
+balancer, its event-loop thread) is built in ``setup`` on the worker and closed in
+``teardown``. The plugin's name is a hash of its settings and it is idempotent, so
+registering the same configuration twice (two notebooks, a rerun) keeps one pool, and
+different configurations live side by side without tearing each other down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from distributed import WorkerPlugin, get_worker
+
+from ._router import Router
+from ._settings import RouterSettings
+
+logger = logging.getLogger(__name__)
+
+_local_routers: dict[str, Router] = {}  # processes without a Dask worker (threaded scheduler)
+_local_lock = threading.Lock()
+
+
+def plugin_name(settings: RouterSettings) -> str:
+    return f"sollol-dask-{settings.fingerprint()}"
+
+
+class RouterPlugin(WorkerPlugin):
+    idempotent = True
+
+    def __init__(self, settings: RouterSettings) -> None:
+        self.settings = settings
+        self.name = plugin_name(settings)
+        self.router: Router | None = None
+
+    def setup(self, worker) -> None:
+        # No I/O here: a node that is down must not break the plugin (the worker keeps a
+        # plugin whose setup raised). The router probes the fleet on its first batch.
+        self.router = Router(self.settings)
+        logger.info("sollol-dask router %s ready on %s", self.name, worker.address)
+
+    def teardown(self, worker) -> None:
+        if self.router is not None:
+            self.router.close()
+            self.router = None
+
+    def __getstate__(self) -> dict:
+        return {"settings": self.settings, "name": self.name}
+
+    def __setstate__(self, state: dict) -> None:
+        self.settings = state["settings"]
+        self.name = state["name"]
+        self.router = None
+
+
+def register(client, settings: RouterSettings) -> str:
+    """Install the plugin on the cluster (a no-op if this configuration already is)."""
+    name = plugin_name(settings)
+    client.register_plugin(RouterPlugin(settings), name=name)
+    return name
+
+
+def router_for(settings: RouterSettings) -> Router:
+    """The router of this process for ``settings``: the worker plugin's on a Dask worker,
+    else a process-wide cached one (for dask's threaded or synchronous schedulers)."""
+    try:
+        worker = get_worker()
+    except ValueError:
+        worker = None
+    name = plugin_name(settings)
+    if worker is not None:
+        plugin = worker.plugins.get(name)
+        if plugin is not None and plugin.router is not None:
+            return plugin.router
+    with _local_lock:
+        router = _local_routers.get(name)
+        if router is None:
+            router = _local_routers[name] = Router(settings)
+        return router
+
+
+def existing_router(settings: RouterSettings, worker=None) -> Router | None:
+    """This process's router for ``settings`` if one was built (never builds one).
+    ``worker``: pass it from ``client.run`` (``dask_worker``), where get_worker() fails."""
+    name = plugin_name(settings)
+    if worker is None:
+        try:
+            worker = get_worker()
+        except ValueError:
+            worker = None
+    plugin = worker.plugins.get(name) if worker is not None else None
+    if plugin is not None and plugin.router is not None:
+        return plugin.router
+    return _local_routers.get(name)

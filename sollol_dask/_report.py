@@ -1,0 +1,41 @@
+"""``EmbedReport``: what a parquet run did, for people (str) and programs (fields)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class EmbedReport:
+    output: str
+    model: str
+    dimension: int
+    rows: int  # rows in the whole corpus
+    rows_written: int  # rows in parts written by this run
+    embedded: int  # rows that got a vector in this run
+    null_rows: int  # null, empty or whitespace texts (null embedding)
+    invalid_rows: int  # non-text values nulled by on_invalid="null"
+    parts_written: int
+    parts_skipped: int  # already complete from an earlier run
+    seconds: float
+    per_node: dict[str, int]  # texts embedded by each node in this run
+    dashboard: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"output      {self.output}",
+            f"model       {self.model} (dimension {self.dimension})",
+            f"rows        {self.rows} in corpus; {self.rows_written} written now, "
+            f"{self.embedded} embedded, {self.null_rows} null/blank"
+            + (f", {self.invalid_rows} invalid" if self.invalid_rows else ""),
+            f"parts       {self.parts_written} written, {self.parts_skipped} skipped (done before)",
+            f"time        {self.seconds:.1f} s, {self.rate:.0f} embeddings/s",
+        ]
+        total = sum(self.per_node.values()) or 1
+        for node, texts in sorted(self.per_node.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {node:<32} {texts:>9} texts  {texts / total:6.1%}")
+        return "\n".join(lines)
