@@ -48,6 +48,8 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         "rows_per_part": rows_per_part, "normalized": True,
     }
     check_or_write_manifest(out_fs, out_path, manifest_for(parts, inputs, identity), overwrite)
+    for stale in out_fs.glob(f"{out_path}/.part-*.tmp"):  # left by a killed run
+        out_fs.rm(stale)
     done = set(out_fs.glob(f"{out_path}/part-*.parquet"))
     todo = [p for p in parts if f"{out_path}/{p.name}" not in done]
     schema_meta = json.dumps({k: identity[k] for k in ("model", "digest", "dimension",

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"sollol-dask {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the router does")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_embed(sub)
     _add_sim(sub)
     _add_demo(sub)
     args = parser.parse_args(argv)
@@ -25,11 +26,58 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except SollolError as err:
-        print(f"sollol-dask: error: {err}", file=sys.stderr)
+        notes = "".join(f"\n  {note}" for note in getattr(err, "__notes__", ()))
+        print(f"sollol-dask: error: {err}{notes}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("sollol-dask: interrupted", file=sys.stderr)
         return 130
+
+
+# -- embed -----------------------------------------------------------------------------
+
+def _add_embed(sub) -> None:
+    p = sub.add_parser(
+        "embed", help="embed a parquet corpus into parquet with an embedding column",
+        description="Embed the text column of a parquet corpus (file, directory or glob) on a "
+                    "fleet of nodes; writes part files plus a manifest to DST. Rerunning the "
+                    "same command resumes: finished parts are skipped.")
+    p.add_argument("src", help="input parquet file, directory or glob")
+    p.add_argument("dst", help="output directory")
+    p.add_argument("--column", default="text", help="text column (default: text)")
+    p.add_argument("--output-column", default="embedding")
+    p.add_argument("--model", required=True, help="embedding model, e.g. nomic-embed-text")
+    p.add_argument("--node", action="append", default=[], metavar="URL",
+                   help="Ollama node URL (repeat); default: $SOLLOL_NODES or $OLLAMA_HOST")
+    p.add_argument("--openai-node", action="append", default=[], metavar="URL",
+                   help="OpenAI-compatible node URL (llama.cpp, vLLM, TEI, Infinity)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address (default: a LocalCluster for this run)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", dest="overwrite", action="store_false", default=False,
+                      help="skip parts already written (the default)")
+    mode.add_argument("--overwrite", dest="overwrite", action="store_true",
+                      help="delete earlier output in DST and start over")
+    p.add_argument("--rows-per-part", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=64, help="texts per request")
+    p.add_argument("--on-invalid", choices=("raise", "null"), default="raise",
+                   help="non-text values: fail naming the row (default) or embed as null")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(run=_run_embed)
+
+
+def _run_embed(args) -> int:
+    from ._embedder import Embedder
+    from ._node import Node
+
+    nodes = [*args.node, *(Node(url, api="openai") for url in args.openai_node)] or None
+    with Embedder(nodes, model=args.model, batch_size=args.batch_size) as emb:
+        report = emb.embed_parquet(args.src, args.dst, column=args.column,
+                                   output_column=args.output_column, client=args.scheduler,
+                                   overwrite=args.overwrite, rows_per_part=args.rows_per_part,
+                                   progress=args.progress, on_invalid=args.on_invalid)
+    print(report)
+    return 0
 
 
 # -- sim -------------------------------------------------------------------------------
@@ -87,7 +135,7 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="embed a generated corpus on simulated nodes",
                        description="Start simulated nodes of mixed speed on 127.0.0.1 and "
                                    "embed a generated corpus with them.")
-    p.add_argument("--rows", type=int, default=4000, help="documents to generate")
+    p.add_argument("--rows", type=int, default=6000, help="documents to generate")
     p.set_defaults(run=_run_demo)
 
 

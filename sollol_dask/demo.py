@@ -1,13 +1,17 @@
-"""The demo: simulated nodes of mixed speed, a generated corpus, one embedding run."""
+"""The demo: simulated nodes of mixed speed, a generated parquet corpus, the Dask pipeline."""
 
 from __future__ import annotations
 
-import time
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from distributed import Client, LocalCluster
 
 from ._embedder import Embedder
 from .sim import PROFILES, SimProcess
 
-_FLEET = ("gpu", "cpu", "cpu")
+FLEET = ("gpu", "cpu", "cpu")
 
 
 def sample_texts(rows: int) -> list[str]:
@@ -21,25 +25,38 @@ def sample_texts(rows: int) -> list[str]:
     return texts
 
 
-def run_demo(rows: int = 4000) -> dict:
+def write_corpus(path: Path, rows: int, files: int = 4) -> None:
     texts = sample_texts(rows)
-    nodes = [SimProcess(profile) for profile in _FLEET]
-    try:
-        print("simulated fleet: " + ", ".join(f"{p} at {n.url}" for p, n in zip(_FLEET, nodes)))
-        capacity = sum(PROFILES[p].capacity(texts, 64) for p in _FLEET)
-        with Embedder([n.url for n in nodes], model="nomic-embed-text") as emb:
-            started = time.perf_counter()
-            vectors = emb.embed(texts)
-            seconds = time.perf_counter() - started
-            stats = emb.node_stats()
-        rate = len(texts) / seconds
-        print(f"embedded {len(texts)} texts -> {vectors.shape} float32 in {seconds:.1f} s: "
-              f"{rate:.0f} embeddings/s ({rate / capacity:.0%} of the fleet's {capacity:.0f}/s "
-              "capacity, cold model loads included)")
-        for (profile, s) in zip(_FLEET, stats):
-            print(f"  {s['node']:<28} {profile:<4} texts={s['texts']:>6} "
-                  f"({s['texts'] / len(texts):.0%})  requests={s['requests']}")
-        return {"rows": len(texts), "seconds": seconds, "rate": rate, "capacity": capacity}
-    finally:
-        for node in nodes:
-            node.stop()
+    path.mkdir(parents=True, exist_ok=True)
+    step = -(-rows // files)
+    for f in range(files):
+        chunk = range(f * step, min(rows, (f + 1) * step))
+        pd.DataFrame({"id": list(chunk), "text": [texts[i] for i in chunk]}).to_parquet(
+            path / f"corpus-{f}.parquet", row_group_size=1000, index=False)
+
+
+def run_demo(rows: int = 6000) -> None:
+    with tempfile.TemporaryDirectory(prefix="sollol-demo-") as tmp:
+        corpus, out = Path(tmp) / "corpus", Path(tmp) / "embedded"
+        write_corpus(corpus, rows)
+        texts = sample_texts(rows)
+        nodes = [SimProcess(profile) for profile in FLEET]
+        try:
+            print("simulated fleet: " + ", ".join(f"{p} at {n.url}" for p, n in zip(FLEET, nodes)))
+            capacity = sum(PROFILES[p].capacity(texts, 64) for p in FLEET)
+            with LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
+                              host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
+                    Client(cluster) as client:
+                print(f"Dask dashboard: {client.dashboard_link}")
+                with Embedder([n.url for n in nodes], model="nomic-embed-text") as emb:
+                    report = emb.embed_parquet(corpus, out, column="text", rows_per_part=1000,
+                                               progress=True)
+            print()
+            print(report)
+            print(f"fleet capacity {capacity:.0f} embeddings/s -> {report.rate / capacity:.0%} "
+                  "used (model cold loads and Dask start-up included)")
+            back = pd.read_parquet(out)
+            print(f"read back with pandas: {len(back)} rows, columns {list(back.columns)}")
+        finally:
+            for node in nodes:
+                node.stop()
