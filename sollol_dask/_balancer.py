@@ -26,10 +26,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 
+CANCELLED = "cancelled"
+
+
 class Health(enum.Enum):
     UP = "up"
     EJECTED = "ejected"  # waiting for its back-off to end
     PROBING = "probing"  # a probe is in flight
+    WARMING = "warming"  # its model is loading; it joins when the load is done
     EXCLUDED = "excluded"  # unfit for this run
 
 
@@ -94,23 +98,44 @@ class SlotBalancer:
 
     # -- decisions -------------------------------------------------------------------
 
-    def choose(self, exclude: Iterable[str] = ()) -> str | None:
+    def add_node(self, name: str, cap: int, weight: float | None = None) -> None:
+        """Learn a node while running (the cluster's broker hears of nodes from workers);
+        a known node keeps its state, and its cap becomes the larger of the two."""
+        if name in self.nodes:
+            self.nodes[name].cap = max(self.nodes[name].cap, int(cap))
+            return
+        self.nodes[name] = NodeSlots(name, int(cap), float(weight or 1.0))
+        self._order[name] = len(self._order)
+
+    def choose(self, exclude: Iterable[str] = (), unusable: Iterable[str] = ()) -> str | None:
         """Take a slot on the best free node, or ``None`` if no slot is free.
 
         Nodes in ``exclude`` (those a batch already failed on) are avoided while any
         other up node exists; if they are the only ones up, they are used anyway.
+        Nodes in ``unusable`` are never chosen (a worker's own view of dead nodes).
         """
+        banned = set(unusable)
         excluded = set(exclude)
-        up = [s for s in self.nodes.values() if s.health is Health.UP]
+        up = [s for s in self.nodes.values() if s.health is Health.UP and s.name not in banned]
         if up and all(s.name in excluded for s in up):
             excluded = set()
         free = [s for s in up if s.inflight < s.cap and s.name not in excluded]
         if not free:
             return None
         best = max(free, key=self._rank)
-        best.inflight += 1
-        best.max_inflight_seen = max(best.max_inflight_seen, best.inflight)
+        self.note_acquired(best.name)
         return best.name
+
+    def note_acquired(self, name: str) -> None:
+        """Count a slot taken on ``name`` (by ``choose``, or granted by the broker)."""
+        s = self.nodes[name]
+        s.inflight += 1
+        s.max_inflight_seen = max(s.max_inflight_seen, s.inflight)
+
+    def has_free_slot(self, unusable: Iterable[str] = ()) -> bool:
+        banned = set(unusable)
+        return any(s.health is Health.UP and s.inflight < s.cap and s.name not in banned
+                   for s in self.nodes.values())
 
     def _rank(self, s: NodeSlots) -> tuple:
         # Unmeasured first (to measure them), then by measured speed, then by the weight
@@ -137,6 +162,20 @@ class SlotBalancer:
         times = [s.retry_at for s in self.nodes.values() if s.health is Health.EJECTED]
         return min(times) if times else None
 
+    def batch_size_for(self, name: str, largest: int, target_seconds: float,
+                       smallest: int = 8) -> int:
+        """Texts for the next batch on ``name``: about ``target_seconds`` of its measured
+        latency (short tails on slow nodes, few requests on fast ones), within
+        ``smallest``..``largest``; ``largest`` until the node is measured."""
+        spt = self.nodes[name].seconds_per_text
+        if not spt:
+            return largest
+        return max(min(smallest, largest), min(largest, int(target_seconds / spt)))
+
+    def expected_seconds(self, name: str, texts: int) -> float | None:
+        spt = self.nodes[name].seconds_per_text
+        return None if spt is None else spt * texts
+
     def timeout_for(self, name: str, texts: int) -> float:
         """Seconds to wait for a batch: generous until the node is measured, then
         ``timeout_factor`` x the expected latency (never under ``min_timeout``)."""
@@ -153,6 +192,8 @@ class SlotBalancer:
         ``hard`` marks failures that show the node is unreachable (eject at once)."""
         s = self.nodes[name]
         s.inflight = max(0, s.inflight - 1)
+        if failure == CANCELLED:  # abandoned by us (a hedge won, the run stopped): no verdict
+            return
         s.requests += 1
         if failure is None:
             s.texts += texts
@@ -177,6 +218,11 @@ class SlotBalancer:
         s.reason = reason
         s.retry_at = self.clock() + min(self.max_backoff, self.backoff * 2 ** s.ejections)
         s.ejections += 1
+
+    def warming(self, name: str) -> None:
+        s = self.nodes[name]
+        if s.health is not Health.EXCLUDED:
+            s.health, s.reason = Health.WARMING, "loading the model"
 
     def probe_result(self, name: str, ok: bool, reason: str = "") -> None:
         s = self.nodes[name]

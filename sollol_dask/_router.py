@@ -16,15 +16,15 @@ import logging
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Sequence
 
 import httpx
 import numpy as np
 import orjson
 
-from ._balancer import Health, SlotBalancer, backoff_delay
-from ._batching import dedupe, split_batches
+from ._balancer import CANCELLED, Health, SlotBalancer, backoff_delay
+from ._batching import dedupe
+from ._job import Batch, Job
 from ._exceptions import (
     BadResponseError,
     InputError,
@@ -37,6 +37,7 @@ from ._fleet import Reference, choose_reference, mismatch
 from ._loop import LoopThread
 from ._node import Node
 from ._settings import RouterSettings
+from ._slots import BrokerSlots, Grant, LocalSlots, Outcome
 from .backends import BACKENDS, Failure, NodeInfo
 from .backends._base import input_too_long
 
@@ -69,10 +70,11 @@ class Router:
         self.reference: Reference | None = None
         self._loop: LoopThread | None = None
         self._clients: dict[str, httpx.AsyncClient] = {}
-        self._waiters: deque[tuple[asyncio.Future, frozenset[str]]] = deque()
+        self.slots: LocalSlots | BrokerSlots = LocalSlots(self.balancer)
         self._ready: asyncio.Future | None = None
         self._supervisor: asyncio.Task | None = None
         self._all_down_since: float | None = None
+        self._warmers: set[asyncio.Task] = set()
         self._closed = False
         self._start_lock = threading.Lock()
 
@@ -97,6 +99,13 @@ class Router:
             finally:
                 self._loop.stop()
 
+    def use_broker(self, call, worker: str) -> None:
+        """Take slots from the cluster's SlotBroker (``call`` reaches the scheduler)."""
+        self.slots = BrokerSlots(
+            self.balancer, call, worker,
+            caps=lambda: {n: s.cap for n, s in self.balancer.nodes.items()
+                          if s.health is not Health.EXCLUDED})
+
     def _thread(self) -> LoopThread:
         with self._start_lock:  # many task threads may make the first call at once
             if self._closed:
@@ -108,9 +117,9 @@ class Router:
     async def _aclose(self) -> None:
         if self._supervisor is not None:
             self._supervisor.cancel()
-        for fut, _ in self._waiters:
-            if not fut.done():
-                fut.set_exception(SollolError("router closed"))
+        self.slots.fail_waiters(SollolError("router closed"))
+        for task in list(self._warmers):
+            task.cancel()
         await asyncio.gather(*(c.aclose() for c in self._clients.values()), return_exceptions=True)
 
     # -- embedding -------------------------------------------------------------------
@@ -129,73 +138,162 @@ class Router:
         if not texts:
             return np.empty((0, ref.dimension), np.float32)
         unique, inverse = dedupe(texts)
-        first_label = {}
+        first_label: dict[int, object] = {}
         for i, u in enumerate(inverse.tolist()):
             first_label.setdefault(u, labels[i])
-        batches = split_batches([len(t) for t in unique], self.settings.batch_size,
-                                self.settings.max_batch_chars)
-        tasks = [
-            asyncio.ensure_future(
-                self._run_batch(unique[b.start:b.stop], [first_label[i] for i in b])
-            )
-            for b in batches
-        ]
+        job = Job(unique, [first_label[i] for i in range(len(unique))], ref.dimension,
+                  self.settings.max_batch_chars)
+        lanes = [asyncio.ensure_future(self._lane(job)) for _ in range(self._lane_count(job))]
         try:
-            parts = await asyncio.gather(*tasks)
+            await asyncio.gather(*lanes)
         except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for lane in lanes:
+                lane.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
             raise
-        return np.concatenate(parts)[inverse]
+        return job.matrix[inverse]
 
-    async def _run_batch(self, texts: list[str], labels: list) -> np.ndarray:
-        tried: set[str] = set()
-        last_error: SollolError | None = None
-        for attempt in range(1, self.settings.max_attempts + 1):
-            name = await self._acquire(frozenset(tried))
-            started = self.clock()
-            try:
-                matrix = await self._post(name, texts, labels)
-            except (NodeError, BadResponseError) as err:
-                failure = err.failure or Failure.TRANSIENT
-                self.balancer.release(name, failure=failure.value, hard=err.hard)
-                if failure is Failure.NODE_FATAL:
-                    self._exclude(name, str(err))
-                self._dispatch()
-                if failure is Failure.CALLER:
-                    raise
-                if failure in (Failure.TOO_LONG, Failure.TOO_BIG):
-                    if len(texts) == 1:
-                        if failure is Failure.TOO_LONG:
-                            raise input_too_long(labels[0], name, str(err)) from None
-                        raise
-                    half = len(texts) // 2
-                    left, right = await asyncio.gather(
-                        self._run_batch(texts[:half], labels[:half]),
-                        self._run_batch(texts[half:], labels[half:]),
-                    )
-                    return np.concatenate([left, right])
-                last_error = err
-                tried.add(name)
-                logger.info("batch of %d (rows %r..%r) failed on %s, attempt %d: %s",
-                            len(texts), labels[0], labels[-1], name, attempt, err)
-                await asyncio.sleep(backoff_delay(attempt))
+    def _lane_count(self, job: Job) -> int:
+        # One lane per slot the fleet has (no more can be in flight), and no more lanes
+        # than small batches in the job.
+        slots = sum(s.cap for s in self.balancer.nodes.values() if s.health is not Health.EXCLUDED)
+        return max(1, min(slots, -(-len(job.texts) // 8), 256))
+
+    async def _lane(self, job: Job) -> None:
+        """Take a slot, cut a batch for that node, send it; retry or hedge; until done."""
+        batch: Batch | None = None
+        while True:
+            grant = await self._acquire(frozenset(batch.tried) if batch else frozenset())
+            if batch is None:
+                size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
+                                                    self.settings.batch_seconds)
+                batch = job.take(size)
+                if batch is None:
+                    target, later = self._hedge_target(job, grant.node)
+                    if target is None:
+                        self.slots.release(grant, Outcome(failure=CANCELLED))
+                        if later is None:
+                            return
+                        await asyncio.sleep(later)  # a copy may pay off then: look again
+                        continue
+                    target.hedged = True
+                    await self._attempt(job, target, grant, hedge=True)
+                    continue
+            if await self._attempt(job, batch, grant):
+                batch = None
+
+    async def _acquire(self, avoid: frozenset[str]) -> Grant:
+        while True:
+            if not self.balancer.has_usable_node():
+                raise self._no_node_error()
+            if not self.balancer.any_up():
+                await self._wait_for_up_node()
+            grant = await self.slots.acquire(avoid)
+            if grant is not None:
+                return grant
+
+    async def _wait_for_up_node(self) -> None:
+        down_since = self._all_down_since or self.clock()
+        while not self.balancer.any_up():
+            if not self.balancer.has_usable_node() or \
+                    self.clock() - down_since >= self.settings.wait_for_nodes:
+                raise self._no_node_error()
+            await asyncio.sleep(_SUPERVISE_EVERY)
+
+    async def _attempt(self, job: Job, batch: Batch, grant: Grant, hedge: bool = False) -> bool:
+        """Send ``batch`` on the granted node. True: the batch needs nothing more from this
+        lane (stored, replaced by halves, or a hedge copy that lost); False: retry it."""
+        name = grant.node
+        texts, labels = job.texts_of(batch), job.labels_of(batch)
+        request = asyncio.ensure_future(self._post(name, texts, labels))
+        batch.running[name] = (request, self.clock())
+        job.in_flight.add(batch)
+        if not hedge:
+            batch.attempts += 1
+        started = self.clock()
+        try:
+            vectors = await request
+        except asyncio.CancelledError:
+            batch.running.pop(name, None)
+            self.slots.release(grant, Outcome(failure=CANCELLED))
+            if batch.done and not asyncio.current_task().cancelling():
+                return True  # another copy of this batch won
+            request.cancel()
+            raise
+        except (NodeError, BadResponseError) as err:
+            batch.running.pop(name, None)
+            failure = err.failure or Failure.TRANSIENT
+            self.slots.release(grant, Outcome(failure=failure.value, hard=err.hard))
+            if failure is Failure.NODE_FATAL:
+                self._exclude(name, str(err))
+            if batch.done or hedge:
+                return True
+            return await self._after_failure(job, batch, name, failure, err)
+        batch.running.pop(name, None)
+        self.slots.release(grant, Outcome(texts=batch.size, seconds=self.clock() - started))
+        if job.store(batch, vectors):
+            for task, _ in batch.running.values():
+                task.cancel()  # the slower copy loses
+        return True
+
+    async def _after_failure(self, job: Job, batch: Batch, name: str, failure: Failure,
+                             err: SollolError) -> bool:
+        labels = job.labels_of(batch)
+        if failure is Failure.CALLER:
+            raise err
+        if failure in (Failure.TOO_LONG, Failure.TOO_BIG):
+            if batch.size == 1:
+                if failure is Failure.TOO_LONG:
+                    raise input_too_long(labels[0], name, str(err)) from None
+                raise err
+            middle = (batch.start + batch.stop) // 2  # bisect to find the row, or to fit
+            job.in_flight.discard(batch)
+            job.requeue(Batch(middle, batch.stop))
+            job.requeue(Batch(batch.start, middle))
+            return True
+        batch.tried.add(name)
+        logger.info("batch of %d (rows %r..%r) failed on %s, attempt %d: %s",
+                    batch.size, labels[0], labels[-1], name, batch.attempts, err)
+        if batch.attempts >= self.settings.max_attempts:
+            raise NodeError(
+                f"rows {labels[0]!r}..{labels[-1]!r} failed on {batch.attempts} attempts "
+                f"(nodes tried: {', '.join(sorted(batch.tried))}); last error: {err}. Check "
+                "the nodes, or raise max_attempts",
+                node=name, retryable=True,
+            )
+        await asyncio.sleep(backoff_delay(batch.attempts))
+        return False
+
+    def _hedge_target(self, job: Job, fast: str) -> tuple[Batch | None, float | None]:
+        """The in-flight batch a copy on ``fast`` would finish much sooner, if any; else
+        in how many seconds one may qualify (None: never, so the lane can stop).
+
+        A copy pays off when the holder's expected remaining time exceeds 1.5x the time
+        ``fast`` needs. A holder not measured yet is judged by how long the batch has run:
+        it qualifies once it has run 1.5x what ``fast`` needs."""
+        now = self.clock()
+        best, best_gain, later = None, 0.0, None
+        for batch in job.in_flight:
+            if batch.done or batch.hedged or fast in batch.running:
                 continue
-            except BaseException:
-                self.balancer.release(name, failure="cancelled")
-                self._dispatch()
-                raise
-            self.balancer.release(name, texts=len(texts), seconds=self.clock() - started)
-            self._dispatch()
-            return matrix
-        raise NodeError(
-            f"rows {labels[0]!r}..{labels[-1]!r} failed on {self.settings.max_attempts} attempts "
-            f"(nodes tried: {', '.join(sorted(tried))}); last error: {last_error}. Check the "
-            "nodes, or raise max_attempts",
-            node=getattr(last_error, "node", None) or "?",
-            retryable=True,
-        )
+            mine = self.balancer.expected_seconds(fast, batch.size)
+            if mine is None:
+                continue
+            for node, (_, started) in batch.running.items():
+                theirs = self.balancer.expected_seconds(node, batch.size)
+                if theirs is None:
+                    gain = (now - started) - mine
+                    if gain <= 0.5 * mine:
+                        wait = started + 1.5 * mine - now
+                        later = wait if later is None else min(later, wait)
+                        continue
+                else:
+                    gain = (started + theirs - now) - mine
+                if gain > max(best_gain, 0.5 * mine):
+                    best, best_gain = batch, gain
+        if later is not None:
+            later = max(later, 0.01)
+        return best, later
 
     async def _post(self, name: str, texts: list[str], labels: list) -> np.ndarray:
         node = self.nodes[name]
@@ -256,47 +354,7 @@ class Router:
             self._clients[name] = client
         return client
 
-    # -- slots -----------------------------------------------------------------------
-
-    async def _acquire(self, exclude: frozenset[str]) -> str:
-        if not self.balancer.has_usable_node():
-            raise self._no_node_error()
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append((future, exclude))
-        self._dispatch()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self.balancer.release(future.result(), failure="cancelled")
-                self._dispatch()
-            raise
-
-    def _dispatch(self) -> None:
-        """Hand free slots to waiting batches, oldest first."""
-        kept: deque = deque()
-        while self._waiters:
-            future, exclude = self._waiters.popleft()
-            if future.done():
-                continue
-            name = self.balancer.choose(exclude)
-            if name is None:
-                kept.append((future, exclude))
-                if not any(s.health is Health.UP and s.inflight < s.cap
-                           for s in self.balancer.nodes.values()):
-                    break
-                continue
-            future.set_result(name)
-        kept.extend(self._waiters)
-        self._waiters = kept
-        if not self.balancer.has_usable_node():
-            self._fail_waiters(self._no_node_error())
-
-    def _fail_waiters(self, error: Exception) -> None:
-        while self._waiters:
-            future, _ = self._waiters.popleft()
-            if not future.done():
-                future.set_exception(error)
+    # -- nodes leaving and joining -------------------------------------------------------
 
     def _no_node_error(self) -> NoNodeAvailableError:
         reasons = {s.name: f"{s.health.value}: {s.reason}" for s in self.balancer.nodes.values()}
@@ -312,6 +370,10 @@ class Router:
             logger.warning("node %s excluded: %s", name, reason)
             warnings.warn(f"node {name} excluded: {reason}", FleetWarning, stacklevel=2)
         self.balancer.exclude(name, reason)
+        if not self.balancer.has_usable_node():
+            self.slots.fail_waiters(self._no_node_error())
+        else:
+            self.slots.wake()
 
     # -- fleet check and probes --------------------------------------------------------
 
@@ -345,7 +407,7 @@ class Router:
             raise self._no_node_error()
         for name, info in self.infos.items():
             self._admit(name, info)
-        if not self.balancer.any_up():
+        if not self.balancer.has_usable_node():
             raise self._no_node_error()
         if self._supervisor is None:
             self._supervisor = asyncio.ensure_future(self._supervise())
@@ -360,7 +422,31 @@ class Router:
         node = self.nodes[name]
         if node.max_inflight is None and info.total_slots:
             self.balancer.set_cap(name, info.total_slots)
+        if info.loaded is False and BACKENDS[node.api].warm_body(self.settings.opts):
+            self.balancer.warming(name)
+            task = asyncio.ensure_future(self._warm(name))
+            self._warmers.add(task)
+            task.add_done_callback(self._warmers.discard)
+            return False
         return True
+
+    async def _warm(self, name: str) -> None:
+        """Load a cold node's model before it gets batches (its load must not stall a
+        partition), then let it join."""
+        backend = BACKENDS[self.nodes[name].api]
+        try:
+            status, _ = await self._request(name, "POST", backend.embed_path,
+                                            backend.warm_body(self.settings.opts),
+                                            self.settings.first_timeout)
+        except NodeError as err:
+            self.balancer.probe_result(name, False, f"warm-up failed: {err}")
+        else:
+            if status == 200:
+                logger.info("node %s has loaded %s", name, self.settings.opts.model)
+                self.balancer.probe_result(name, True)
+            else:
+                self.balancer.probe_result(name, False, f"warm-up answered HTTP {status}")
+        self.slots.wake()
 
     async def _describe(self, name: str) -> NodeInfo:
         node = self.nodes[name]
@@ -378,11 +464,11 @@ class Router:
                 asyncio.ensure_future(self._reprobe(name))
             if self.balancer.any_up():
                 self._all_down_since = None
-            elif self._waiters:
+            else:
                 now = self.clock()
                 self._all_down_since = self._all_down_since or now
                 if now - self._all_down_since >= self.settings.wait_for_nodes:
-                    self._fail_waiters(self._no_node_error())
+                    self.slots.fail_waiters(self._no_node_error())
             await asyncio.sleep(_SUPERVISE_EVERY)
 
     async def _reprobe(self, name: str) -> None:
@@ -400,7 +486,7 @@ class Router:
         if self._admit(name, info):
             logger.info("node %s answers again; restored", name)
             self.balancer.probe_result(name, True)
-        self._dispatch()
+        self.slots.wake()
 
     # -- metrics ---------------------------------------------------------------------
 

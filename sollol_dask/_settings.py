@@ -20,7 +20,8 @@ from .backends import EmbedOptions
 class RouterSettings:
     nodes: tuple[Node, ...]
     opts: EmbedOptions
-    batch_size: int = 64  # texts per request
+    batch_size: int = 64  # texts per request at most
+    batch_seconds: float = 2.0  # once a node is measured, its batches aim at this latency
     max_batch_chars: int = 64_000  # characters per request (keeps bodies and tails small)
     max_attempts: int = 6  # tries per batch before the run fails
     first_timeout: float = 120.0  # first request to a node: may include a cold model load
@@ -37,7 +38,8 @@ class RouterSettings:
         for name in ("batch_size", "max_batch_chars", "max_attempts", "eject_after"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be >= 1, not {getattr(self, name)}")
-        for name in ("first_timeout", "min_timeout", "probe_timeout", "wait_for_nodes"):
+        for name in ("first_timeout", "min_timeout", "probe_timeout", "wait_for_nodes",
+                     "batch_seconds"):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be > 0 seconds")
 

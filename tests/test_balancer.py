@@ -124,3 +124,39 @@ def test_excluded_node_is_never_restored(clock):
     bal.exclude("n0", "dimension 384, fleet uses 768")
     bal.probe_result("n0", True)
     assert bal.nodes["n0"].health is Health.EXCLUDED
+
+
+def test_unusable_nodes_are_never_chosen_even_as_last_resort(clock):
+    bal = make(clock, caps=(2, 2))
+    assert bal.choose(exclude={"n1"}, unusable={"n0"}) == "n1"
+    assert bal.choose(unusable={"n0", "n1"}) is None
+    assert bal.has_free_slot() and not bal.has_free_slot(unusable={"n0", "n1"})
+
+
+def test_cancelled_release_frees_the_slot_without_a_verdict(clock):
+    bal = make(clock, caps=(1,))
+    bal.choose()
+    bal.release("n0", failure="cancelled")
+    s = bal.nodes["n0"]
+    assert (s.inflight, s.requests, s.consecutive_failures, dict(s.errors)) == (0, 0, 0, {})
+
+
+def test_batch_size_follows_measured_speed(clock):
+    bal = make(clock, caps=(2, 2))
+    assert bal.batch_size_for("n0", largest=64, target_seconds=2.0) == 64  # unmeasured
+    bal.choose(), bal.choose()
+    bal.release("n0", texts=64, seconds=0.64)  # 10 ms per text
+    bal.release("n1", texts=64, seconds=64.0)  # 1 s per text
+    assert bal.batch_size_for("n0", largest=64, target_seconds=2.0) == 64
+    assert bal.batch_size_for("n0", largest=512, target_seconds=2.0) == 200
+    assert bal.batch_size_for("n1", largest=64, target_seconds=2.0) == 8  # floor
+    assert bal.expected_seconds("n1", 10) == 10.0 and bal.expected_seconds("n0", 0) == 0.0
+
+
+def test_nodes_can_be_added_while_running(clock):
+    bal = SlotBalancer([], [], clock=clock)
+    bal.add_node("a", 2)
+    bal.add_node("a", 4)
+    bal.add_node("b", 1)
+    assert (bal.nodes["a"].cap, bal.nodes["b"].cap) == (4, 1)
+    assert bal.choose() == "a"

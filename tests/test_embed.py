@@ -87,14 +87,16 @@ def test_node_process_killed_mid_run_loses_no_row():
 
 
 def test_transient_400s_and_503s_are_retried_elsewhere(sims):
-    flaky = sims("gpu", faults=Faults(eof_every=2, nan_every=3))
-    busy = sims("gpu", faults=Faults(burst_status=503, burst_after=0, burst_count=3))
-    resetting = sims("gpu", faults=Faults(reset_every=3, malformed_every=5, truncated_every=7))
-    with embedder([flaky, busy, resetting], eject_after=100) as emb:
+    flaky = sims("gpu", faults=Faults(eof_every=3, nan_every=5))
+    # The burst starts after the warm-up request, so it hits batches.
+    busy = sims("gpu", faults=Faults(burst_status=503, burst_after=1, burst_count=3))
+    resetting = sims("gpu", faults=Faults(reset_every=4, malformed_every=7, truncated_every=9))
+    with embedder([flaky, busy, resetting], eject_after=100, max_attempts=10) as emb:
         vectors = emb.embed(TEXTS)
         errors = {s["node"]: sum(s["errors"].values()) for s in emb.node_stats()}
     assert np.array_equal(vectors, EXPECTED)
-    assert errors[flaky.url] > 0 and errors[busy.url] == 3 and errors[resetting.url] > 0
+    assert errors[flaky.url] > 0 and errors[resetting.url] > 0 and errors[busy.url] == 3
+    assert busy.counters.texts > 0  # and it served after the burst
 
 
 def test_hung_node_costs_bounded_time(sims):
@@ -210,3 +212,32 @@ def test_header_secrets_never_in_errors(sims):
             emb.embed(["x"])
         assert "top-secret" not in str(info.value) and "top-secret" not in repr(emb)
 
+
+
+def test_cold_node_is_warmed_before_it_gets_batches(sims):
+    warm, cold = sims("gpu"), sims("gpu", load_seconds=3.0)
+    with embedder([warm, cold]) as emb:
+        emb.check_fleet()
+        state = {s["node"]: s["state"] for s in emb.node_stats()}
+        assert state[cold.url] == "warming"
+        vectors = emb.embed(TEXTS)  # ~1.5 s of work for the warm node alone
+    assert np.array_equal(vectors, EXPECTED)
+    # The cold node got only the warm-up (an empty input); no batch waited for its load.
+    assert (cold.counters.requests, cold.counters.texts) == (1, 0)
+    assert warm.counters.texts == 300
+
+
+def test_tail_is_hedged_onto_a_faster_idle_node(sims):
+    fast, slow = sims("gpu"), sims("cpu", faults=Faults(slowdown=20.0))
+    with embedder([fast, slow], batch_size=16) as emb:
+        emb.embed(TEXTS[:64])  # measure both nodes
+        fast_before, slow_before = fast.counters.texts, slow.counters.texts
+        started = time.monotonic()
+        vectors = emb.embed(TEXTS[64:])
+        elapsed = time.monotonic() - started
+    assert np.array_equal(vectors, EXPECTED[64:])
+    # Measured at ~0.9 s per text, the slow node gets batches of 8 (~7 s each). Copies
+    # of them went to the fast node, which answered first: it embedded every text, and
+    # the run did not wait for a slow batch.
+    assert fast.counters.texts - fast_before >= 236
+    assert elapsed < 6

@@ -72,6 +72,10 @@ class Backend:
     async def describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
         raise NotImplementedError
 
+    def warm_body(self, opts: EmbedOptions) -> bytes | None:
+        """A request that loads the model without embedding, or None if the API has none."""
+        return None
+
     def error_message(self, content: bytes) -> str:
         """The server's error text from an error body, whatever its shape."""
         try:

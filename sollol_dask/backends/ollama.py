@@ -78,6 +78,11 @@ class OllamaBackend(Backend):
             info.dimension = opts.dimensions
         return info
 
+    def warm_body(self, opts: EmbedOptions) -> bytes:
+        # An empty input only loads the model (ollama-behaviour.md); same options as
+        # every request, or Ollama would reload.
+        return self.embed_body([], opts)
+
 
 def _find_model(models: list, name: str) -> dict | None:
     """Ollama names default their tag to ``:latest``; match either spelling."""

@@ -117,10 +117,24 @@ class _Embed(_Base):
         number = counters.requests
         counters.inflight += 1
         counters.max_inflight = max(counters.max_inflight, counters.inflight)
+        # Like Ollama (request context) and llama-server, stop when the client hangs up:
+        # the request is no longer in flight (the slot time it took stays spent).
+        self._work = asyncio.ensure_future(self._embed(data, texts, truncate, number))
         try:
-            return await self._embed(data, texts, truncate, number)
+            return await self._work
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise
         finally:
             counters.inflight -= 1
+
+    _client_gone = False
+    _work: asyncio.Future | None = None
+
+    def on_connection_close(self) -> None:
+        self._client_gone = True
+        if self._work is not None and not self._work.done():
+            self._work.cancel()
 
     async def _embed(self, data, texts, truncate, number):
         node, faults = self.node, self.node.faults

@@ -1,0 +1,1 @@
+"""sollol_dask benchmarks: `python -m benchmarks [scenario ...]` (what `make bench` runs)."""

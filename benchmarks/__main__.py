@@ -1,0 +1,36 @@
+"""Run benchmark scenarios and write benchmarks/results/<name>.json.
+
+    python -m benchmarks                 # all
+    python -m benchmarks sim_rate ...    # some
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from . import foundation, pipeline
+from ._common import save
+
+SCENARIOS = {
+    "sim_rate": foundation.sim_rate,
+    "embed_three_nodes": foundation.embed_three_nodes,
+    "parquet_throughput": pipeline.parquet_throughput,
+    "larger_than_memory": pipeline.larger_than_memory,
+}
+
+
+def main(names: list[str]) -> int:
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+        return 2
+    for name in names or list(SCENARIOS):
+        result = SCENARIOS[name]()
+        path = save(name, result)
+        print(f"== {name} -> {path}\n{json.dumps(result, indent=1, default=float)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,76 @@
+"""One ``embed`` call's work: texts cut into batches when a slot is granted, results
+placed by position, and the in-flight batches a hedge may copy."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import deque
+
+import numpy as np
+
+
+@dataclasses.dataclass(eq=False)
+class Batch:
+    start: int  # positions in the job's (deduplicated) texts
+    stop: int
+    attempts: int = 0
+    tried: set[str] = dataclasses.field(default_factory=set)
+    done: bool = False
+    hedged: bool = False
+    # node -> (request task, loop time it started) for each copy in flight
+    running: dict[str, tuple[asyncio.Task, float]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+class Job:
+    def __init__(self, texts: list[str], labels: list, dim: int, max_chars: int) -> None:
+        self.texts = texts
+        self.labels = labels
+        self.max_chars = max_chars
+        self.matrix = np.empty((len(texts), dim), np.float32)
+        self._cursor = 0
+        self._requeued: deque[Batch] = deque()
+        self.in_flight: set[Batch] = set()
+
+    def take(self, size: int) -> Batch | None:
+        """The next batch: a requeued one first, else up to ``size`` texts and
+        ``max_chars`` characters (at least one text)."""
+        if self._requeued:
+            return self._requeued.popleft()
+        if self._cursor >= len(self.texts):
+            return None
+        start = stop = self._cursor
+        chars = 0
+        while stop < len(self.texts) and stop - start < size:
+            chars += len(self.texts[stop])
+            if stop > start and chars > self.max_chars:
+                break
+            stop += 1
+        self._cursor = stop
+        return Batch(start, stop)
+
+    def requeue(self, batch: Batch) -> None:
+        self._requeued.appendleft(batch)
+
+    def texts_of(self, batch: Batch) -> list[str]:
+        return self.texts[batch.start:batch.stop]
+
+    def labels_of(self, batch: Batch) -> list:
+        return self.labels[batch.start:batch.stop]
+
+    def store(self, batch: Batch, vectors: np.ndarray) -> bool:
+        """Place a batch's vectors; False if a copy of it was stored already."""
+        if batch.done:
+            return False
+        self.matrix[batch.start:batch.stop] = vectors
+        batch.done = True
+        self.in_flight.discard(batch)
+        return True
+
+    @property
+    def exhausted(self) -> bool:
+        return self._cursor >= len(self.texts) and not self._requeued

@@ -1,0 +1,238 @@
+"""Where a router gets its slots: from its own balancer, or from the cluster's broker.
+
+A slot is the right to have one request in flight on one node. ``LocalSlots`` hands out
+the slots of this process's balancer to waiting batches, oldest first. On a Dask cluster
+every worker has its own router, and per-worker caps would put W x cap requests on one
+Ollama node; so there ``BrokerSlots`` asks the ``SlotBroker`` (a SchedulerPlugin running
+the same pure balancer over the whole cluster) for a lease per batch. The router keeps
+its own balancer for what each worker sees (health, speed, timeouts) and tells the broker
+which nodes it cannot use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from ._balancer import CANCELLED, Health, SlotBalancer
+
+logger = logging.getLogger(__name__)
+BROKER_NAME = "sollol-dask-slots"
+_BROKER_WAIT = 5.0  # a lease request waits at most this long, then the worker re-checks
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    node: str
+    lease: int | None = None  # the broker's lease id; None for local slots
+
+
+@dataclasses.dataclass
+class Outcome:
+    texts: int = 0
+    seconds: float = 0.0
+    failure: str | None = None  # None: success; CANCELLED: abandoned, no verdict
+    hard: bool = False
+
+
+class LocalSlots:
+    """Slots of this process's balancer, handed to waiters in FIFO order."""
+
+    def __init__(self, balancer: SlotBalancer) -> None:
+        self.balancer = balancer
+        self._waiters: deque[tuple[asyncio.Future, frozenset[str]]] = deque()
+
+    async def acquire(self, avoid: frozenset[str]) -> Grant:
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((future, avoid))
+        self.wake()
+        try:
+            return Grant(await future)
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.balancer.release(future.result(), failure=CANCELLED)
+                self.wake()
+            raise
+
+    def release(self, grant: Grant, outcome: Outcome) -> None:
+        self.balancer.release(grant.node, texts=outcome.texts, seconds=outcome.seconds,
+                              failure=outcome.failure, hard=outcome.hard)
+        self.wake()
+
+    def wake(self) -> None:
+        """Hand free slots to waiting batches, oldest first."""
+        kept: deque = deque()
+        while self._waiters:
+            future, avoid = self._waiters.popleft()
+            if future.done():
+                continue
+            name = self.balancer.choose(avoid)
+            if name is None:
+                kept.append((future, avoid))
+                if not self.balancer.has_free_slot():
+                    break
+                continue
+            future.set_result(name)
+        kept.extend(self._waiters)
+        self._waiters = kept
+
+    def fail_waiters(self, error: Exception) -> None:
+        while self._waiters:
+            future, _ = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    @property
+    def waiting(self) -> bool:
+        return any(not f.done() for f, _ in self._waiters)
+
+
+class BrokerSlots:
+    """Leases from the cluster's ``SlotBroker``; ``call(handler, **kw)`` reaches the
+    scheduler (an awaitable on the router's loop)."""
+
+    def __init__(self, balancer: SlotBalancer, call: Callable, worker: str,
+                 caps: Callable[[], dict[str, int]]) -> None:
+        self.balancer = balancer
+        self._call = call
+        self._worker = worker
+        self._caps = caps
+
+    async def acquire(self, avoid: frozenset[str]) -> Grant | None:
+        """A lease, or None when none came within the broker's wait (the router then
+        checks its nodes and asks again)."""
+        while True:
+            unusable = [s.name for s in self.balancer.nodes.values() if s.health is not Health.UP]
+            request = asyncio.ensure_future(self._call(
+                "sollol_slots_acquire", worker=self._worker, nodes=self._caps(),
+                avoid=sorted(avoid), unusable=unusable, timeout=_BROKER_WAIT))
+            try:
+                granted = await asyncio.shield(request)
+            except asyncio.CancelledError:
+                # Let the request finish and give back what it brings: no leaked lease.
+                request.add_done_callback(self._return_unused)
+                raise
+            if not granted:
+                return None
+            grant = Grant(granted["node"], granted["lease"])
+            if self.balancer.nodes[grant.node].health is not Health.UP:
+                self._send_release(grant, Outcome(failure=CANCELLED))
+                continue
+            self.balancer.note_acquired(grant.node)
+            return grant
+
+    def release(self, grant: Grant, outcome: Outcome) -> None:
+        self.balancer.release(grant.node, texts=outcome.texts, seconds=outcome.seconds,
+                              failure=outcome.failure, hard=outcome.hard)
+        self._send_release(grant, outcome)
+
+    def _send_release(self, grant: Grant, outcome: Outcome) -> None:
+        message = {"lease": grant.lease, "texts": outcome.texts, "seconds": outcome.seconds,
+                   "failure": outcome.failure}
+        task = asyncio.ensure_future(self._call("sollol_slots_release", worker=self._worker,
+                                                leases=[message]))
+        task.add_done_callback(_log_failure)
+
+    def _return_unused(self, request: asyncio.Future) -> None:
+        if request.cancelled() or request.exception() is not None or not request.result():
+            return
+        granted = request.result()
+        self._send_release(Grant(granted["node"], granted["lease"]), Outcome(failure=CANCELLED))
+
+    def wake(self) -> None:  # the broker wakes its own waiters
+        pass
+
+    def fail_waiters(self, error: Exception) -> None:
+        pass
+
+    @property
+    def waiting(self) -> bool:
+        return False
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("could not return a slot lease to the scheduler: %s", task.exception())
+
+
+class SlotBroker(SchedulerPlugin):
+    """Cluster-wide per-node slots on the scheduler: caps hold across all workers.
+
+    Handlers: ``sollol_slots_acquire`` (waits up to ``timeout`` for a lease on the best
+    free node, FIFO across workers) and ``sollol_slots_release``. Leases of a worker that
+    leaves the cluster are taken back. Node health is each worker's business: workers
+    pass the nodes they cannot use.
+    """
+
+    name = BROKER_NAME
+    idempotent = True
+
+    async def start(self, scheduler) -> None:
+        self.balancer = SlotBalancer([], [], clock=time.monotonic, eject_after=2**31)
+        self.waiters: deque = deque()
+        self.leases: dict[int, tuple[str, str]] = {}  # lease -> (worker, node)
+        self._ids = itertools.count(1)
+        scheduler.handlers["sollol_slots_acquire"] = self.acquire
+        scheduler.handlers["sollol_slots_release"] = self.release
+        scheduler.handlers["sollol_slots_state"] = self.state
+
+    async def acquire(self, worker: str, nodes: dict[str, int], avoid=(), unusable=(),
+                      timeout: float = _BROKER_WAIT) -> dict | None:
+        for name, cap in nodes.items():
+            self.balancer.add_node(name, cap)
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append((future, worker, frozenset(avoid), frozenset(unusable)))
+        self._dispatch()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            if future.done() and future.exception() is None:
+                return future.result()
+            future.cancel()
+            return None
+
+    def release(self, worker: str, leases: list[dict]) -> None:
+        for item in leases:
+            entry = self.leases.pop(item["lease"], None)
+            if entry is None:
+                continue
+            failure = item.get("failure")
+            self.balancer.release(entry[1], texts=item.get("texts", 0),
+                                  seconds=item.get("seconds", 0.0),
+                                  failure=failure if failure in (None, CANCELLED) else "error")
+        self._dispatch()
+
+    def state(self) -> dict:
+        return {name: {"cap": s.cap, "inflight": s.inflight, "max_inflight_seen":
+                       s.max_inflight_seen, "texts": s.texts, "speed": s.speed}
+                for name, s in self.balancer.nodes.items()}
+
+    def remove_worker(self, scheduler, worker: str, **kwargs) -> None:
+        for lease, (owner, node) in list(self.leases.items()):
+            if owner == worker:
+                del self.leases[lease]
+                self.balancer.release(node, failure=CANCELLED)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        kept: deque = deque()
+        while self.waiters:
+            entry = self.waiters.popleft()
+            future, worker, avoid, unusable = entry
+            if future.done():
+                continue
+            node = self.balancer.choose(avoid, unusable)
+            if node is None:
+                kept.append(entry)
+                continue
+            lease = next(self._ids)
+            self.leases[lease] = (worker, node)
+            future.set_result({"node": node, "lease": lease})
+        self.waiters = kept
