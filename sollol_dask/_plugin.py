@@ -9,6 +9,7 @@ different configurations live side by side without tearing each other down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -16,6 +17,7 @@ from distributed import WorkerPlugin, get_worker
 
 from ._router import Router
 from ._settings import RouterSettings
+from ._slots import BROKER_NAME, SlotBroker
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +32,18 @@ def plugin_name(settings: RouterSettings) -> str:
 class RouterPlugin(WorkerPlugin):
     idempotent = True
 
-    def __init__(self, settings: RouterSettings) -> None:
+    def __init__(self, settings: RouterSettings, *, cluster_slots: bool = True) -> None:
         self.settings = settings
         self.name = plugin_name(settings)
+        self.cluster_slots = cluster_slots
         self.router: Router | None = None
 
     def setup(self, worker) -> None:
         # No I/O here: a node that is down must not break the plugin (the worker keeps a
         # plugin whose setup raised). The router probes the fleet on its first batch.
         self.router = Router(self.settings)
+        if self.cluster_slots:
+            self.router.use_broker(_scheduler_call(worker), worker.address)
         logger.info("sollol-dask router %s ready on %s", self.name, worker.address)
 
     def teardown(self, worker) -> None:
@@ -47,16 +52,31 @@ class RouterPlugin(WorkerPlugin):
             self.router = None
 
     def __getstate__(self) -> dict:
-        return {"settings": self.settings, "name": self.name}
+        return {"settings": self.settings, "name": self.name, "cluster_slots": self.cluster_slots}
 
     def __setstate__(self, state: dict) -> None:
-        self.settings = state["settings"]
-        self.name = state["name"]
+        self.__dict__.update(state)
         self.router = None
 
 
+def _scheduler_call(worker):
+    """``call(handler, **kw)`` for the router's loop: runs the RPC on the worker's loop
+    (where its scheduler connection lives) and returns an awaitable for the caller's."""
+    worker_loop = worker.loop.asyncio_loop
+
+    def call(handler: str, **kwargs):
+        async def run():
+            return await getattr(worker.scheduler, handler)(**kwargs)
+
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), worker_loop))
+
+    return call
+
+
 def register(client, settings: RouterSettings) -> str:
-    """Install the plugin on the cluster (a no-op if this configuration already is)."""
+    """Install the slot broker and this configuration's worker plugin on the cluster
+    (each a no-op if already there)."""
+    client.register_plugin(SlotBroker(), name=BROKER_NAME)
     name = plugin_name(settings)
     client.register_plugin(RouterPlugin(settings), name=name)
     return name
