@@ -122,16 +122,19 @@ class BrokerSlots:
             if not granted:
                 return None
             grant = Grant(granted["node"], granted["lease"])
-            if self.balancer.nodes[grant.node].health is not Health.UP:
+            known = self.balancer.nodes.get(grant.node)
+            if known is None or known.health is not Health.UP:
                 self._send_release(grant, Outcome(failure=CANCELLED))
                 continue
             self.balancer.note_acquired(grant.node)
             return grant
 
     def release(self, grant: Grant, outcome: Outcome) -> None:
-        self.balancer.release(grant.node, texts=outcome.texts, seconds=outcome.seconds,
-                              failure=outcome.failure, hard=outcome.hard)
-        self._send_release(grant, outcome)
+        try:
+            self.balancer.release(grant.node, texts=outcome.texts, seconds=outcome.seconds,
+                                  failure=outcome.failure, hard=outcome.hard)
+        finally:
+            self._send_release(grant, outcome)  # the lease goes back whatever happens here
 
     def _send_release(self, grant: Grant, outcome: Outcome) -> None:
         message = {"lease": grant.lease, "texts": outcome.texts, "seconds": outcome.seconds,
@@ -187,8 +190,12 @@ class SlotBroker(SchedulerPlugin):
                       timeout: float = _BROKER_WAIT) -> dict | None:
         for name, cap in nodes.items():
             self.balancer.add_node(name, cap)
+        # Several configurations share the broker (caps belong to nodes, not to runs):
+        # grant only among the nodes this router uses.
+        banned = frozenset(unusable) | (frozenset(self.balancer.nodes) - frozenset(nodes))
         future = asyncio.get_running_loop().create_future()
-        self.waiters.append((future, worker, frozenset(avoid), frozenset(unusable)))
+        entry = (future, worker, frozenset(avoid), banned)
+        self.waiters.append(entry)
         self._dispatch()
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -196,6 +203,8 @@ class SlotBroker(SchedulerPlugin):
             if future.done() and future.exception() is None:
                 return future.result()
             future.cancel()
+            if entry in self.waiters:
+                self.waiters.remove(entry)
             return None
 
     def release(self, worker: str, leases: list[dict]) -> None:

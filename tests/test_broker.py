@@ -1,0 +1,67 @@
+"""The scheduler-side slot broker: leases, FIFO across workers, caps, dead workers."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+from sollol_dask._slots import SlotBroker
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def started_broker() -> SlotBroker:
+    broker = SlotBroker()
+    await broker.start(types.SimpleNamespace(handlers={}))  # only the handler table is used
+    return broker
+
+
+def test_leases_respect_caps_and_are_fifo_across_workers():
+    async def scenario():
+        broker = await started_broker()
+        first = await broker.acquire("w1", {"a": 1})
+        assert first["node"] == "a"
+        waiting_w2 = asyncio.ensure_future(broker.acquire("w2", {"a": 1}, timeout=5))
+        waiting_w1 = asyncio.ensure_future(broker.acquire("w1", {"a": 1}, timeout=5))
+        await asyncio.sleep(0)
+        assert not waiting_w2.done() and not waiting_w1.done()  # cap 1 is taken
+        broker.release("w1", [{"lease": first["lease"], "texts": 10, "seconds": 1.0}])
+        second = await waiting_w2  # the older request gets the freed slot
+        assert second["node"] == "a" and not waiting_w1.done()
+        broker.release("w2", [{"lease": second["lease"]}])
+        assert (await waiting_w1)["node"] == "a"
+        assert broker.state()["a"]["max_inflight_seen"] == 1
+    run(scenario())
+
+
+def test_configurations_sharing_the_broker_get_only_their_own_nodes():
+    async def scenario():
+        broker = await started_broker()
+        assert (await broker.acquire("w1", {"a": 2}))["node"] == "a"
+        assert (await broker.acquire("w1", {"b": 2}))["node"] == "b"
+        for _ in range(3):
+            assert (await broker.acquire("w1", {"b": 2}, timeout=0.05) or {}).get("node") != "a"
+    run(scenario())
+
+
+def test_unusable_nodes_and_timeout():
+    async def scenario():
+        broker = await started_broker()
+        assert (await broker.acquire("w1", {"a": 1, "b": 1}, unusable=["a"]))["node"] == "b"
+        assert await broker.acquire("w1", {"a": 1, "b": 1}, unusable=["a"], timeout=0.05) is None
+        assert not broker.waiters  # a timed-out request leaves no waiter behind
+    run(scenario())
+
+
+def test_leases_of_a_worker_that_leaves_are_taken_back():
+    async def scenario():
+        broker = await started_broker()
+        await broker.acquire("w1", {"a": 1})
+        waiting = asyncio.ensure_future(broker.acquire("w2", {"a": 1}, timeout=5))
+        await asyncio.sleep(0)
+        broker.remove_worker(None, "w1", stimulus_id="test")
+        assert (await waiting)["node"] == "a"
+        assert set(owner for owner, _ in broker.leases.values()) == {"w2"}
+    run(scenario())
