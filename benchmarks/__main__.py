@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import foundation, pipeline
+from . import ceiling, foundation, pipeline, saturation
 from ._common import save
 
 SCENARIOS = {
@@ -17,6 +17,12 @@ SCENARIOS = {
     "embed_three_nodes": foundation.embed_three_nodes,
     "parquet_throughput": pipeline.parquet_throughput,
     "larger_than_memory": pipeline.larger_than_memory,
+    "s1_identical": saturation.identical,
+    "s2_heterogeneous": saturation.heterogeneous,
+    "s3_node_outage": saturation.node_outage,
+    "s4_scale_out": saturation.scale_out,
+    "s5_client_ceiling": ceiling.client_ceiling,
+    "s6_real_llama_server": ceiling.real_llama_server,
 }
 
 

@@ -39,7 +39,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def larger_than_memory(rows: int = 240_000, dim: int = 1024, memory_limit: str = "600MB") -> dict:
+def larger_than_memory(rows: int = 480_000, dim: int = 1024, memory_limit: str = "400MB") -> dict:
     """Output (rows x dim float32) several times the workers' memory limit."""
     with tempfile.TemporaryDirectory() as tmp, fleet("instant", "instant",
                                                       extra=("--dimension", str(dim))) as nodes, \

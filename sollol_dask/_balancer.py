@@ -19,6 +19,7 @@ Policy:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import enum
 import math
@@ -27,6 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 
 CANCELLED = "cancelled"
+# Upper bounds (seconds) of the latency histogram buckets; the last one is +Inf.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
 
 
 class Health(enum.Enum):
@@ -55,6 +58,9 @@ class NodeSlots:
     texts: int = 0
     errors: Counter = dataclasses.field(default_factory=Counter)
     max_inflight_seen: int = 0
+    # Request latencies of successful batches, counted per bucket (upper bounds below).
+    latency_counts: list[int] = dataclasses.field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    latency_sum: float = 0.0
 
     @property
     def speed(self) -> float | None:
@@ -198,6 +204,8 @@ class SlotBalancer:
         if failure is None:
             s.texts += texts
             s.consecutive_failures = 0
+            s.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            s.latency_sum += seconds
             if texts > 0 and seconds > 0:
                 sample = seconds / texts
                 s.seconds_per_text = (
@@ -250,3 +258,16 @@ class SlotBalancer:
 def backoff_delay(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
     """Delay before retry ``attempt`` (1-based) of a batch, exponential and capped."""
     return min(cap, base * math.pow(2, max(0, attempt - 1)))
+
+
+def histogram_quantile(counts: list[int], q: float) -> float | None:
+    """The bucket upper bound below which a fraction ``q`` of the samples fall."""
+    total = sum(counts)
+    if not total:
+        return None
+    seen = 0
+    for bound, count in zip(LATENCY_BUCKETS, counts):
+        seen += count
+        if seen >= q * total:
+            return bound
+    return math.inf

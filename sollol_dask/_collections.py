@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from distributed.metrics import context_meter
 
 from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
 from ._plugin import router_for
@@ -21,25 +22,26 @@ def embed_dataframe(settings: RouterSettings, ddf, column: str, dim: int, *,
     if column not in ddf.columns:
         raise KeyError(f"column {column!r} is not in the dataframe (columns: {list(ddf.columns)})")
     meta = ddf._meta.assign(**{output_column: pd.Series([], dtype=pd.ArrowDtype(vector_type(dim)))})
-    return ddf.map_partitions(_embed_frame_partition, settings, column, output_column, dim,
+    return ddf.map_partitions(sollol_embed_partition, settings, column, output_column, dim,
                               on_invalid, meta=meta, enforce_metadata=False)
 
 
-def _embed_frame_partition(pdf: pd.DataFrame, settings, column, output_column, dim, on_invalid,
+def sollol_embed_partition(pdf: pd.DataFrame, settings, column, output_column, dim, on_invalid,
                            partition_info=None) -> pd.DataFrame:
     number = partition_info["number"] if partition_info else None
-    part = embed_values(router_for(settings), pdf[column].tolist(), pdf.index.tolist(), dim,
-                        partition=number, on_invalid=on_invalid)
+    with context_meter.meter("sollol-embed"):
+        part = embed_values(router_for(settings), pdf[column].tolist(), pdf.index.tolist(),
+                            dim, partition=number, on_invalid=on_invalid)
     column_values = pd.arrays.ArrowExtensionArray(arrow_vectors(part))
     return pdf.assign(**{output_column: pd.Series(column_values, index=pdf.index)})
 
 
 def embed_bag(settings: RouterSettings, bag, dim: int, *, on_invalid: str = "raise"):
     check_on_invalid(on_invalid)
-    return bag.map_partitions(_embed_bag_partition, settings, dim, on_invalid)
+    return bag.map_partitions(sollol_embed_bag_partition, settings, dim, on_invalid)
 
 
-def _embed_bag_partition(items, settings, dim, on_invalid, partition_info=None) -> list:
+def sollol_embed_bag_partition(items, settings, dim, on_invalid, partition_info=None) -> list:
     items = list(items)
     number = partition_info["number"] if partition_info else None
     part = embed_values(router_for(settings), items, list(range(len(items))), dim,

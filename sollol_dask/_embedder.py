@@ -151,6 +151,16 @@ class Embedder:
         """Probe the nodes now; returns the dimension and digest this run will use."""
         return self.router.check_fleet()
 
+    def status(self, client=None):
+        """The fleet table: the cluster's (from its scheduler) when a Dask client is
+        given or current, else this process's. Renders as HTML in Jupyter."""
+        from ._status import FleetStatus
+
+        client = client or current_client()
+        if client is not None:
+            return FleetStatus.from_scheduler(client)
+        return FleetStatus.from_router(self.router)
+
     def node_stats(self) -> list[dict]:
         """Per-node counters of this process's router (requests, texts, errors, state)."""
         return self.router.snapshot() if self._router is not None else []

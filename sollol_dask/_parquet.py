@@ -15,6 +15,8 @@ from collections import Counter
 
 import distributed
 import fsspec
+from distributed import get_worker
+from distributed.metrics import context_meter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -26,6 +28,7 @@ from ._plan import PartSpec, check_or_write_manifest, list_inputs, manifest_for,
 from ._plugin import existing_router, register, router_for
 from ._report import EmbedReport
 from ._settings import RouterSettings
+from .dashboard import JOBS_TOPIC
 
 METADATA_KEY = b"sollol_dask"
 
@@ -59,10 +62,13 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         register(run_client, settings)
         before = _node_texts(run_client, settings)
         token = uuid.uuid4().hex[:8]
+        run_client.log_event(JOBS_TOPIC, {"kind": "start", "job": token, "output": str(dst),
+                                          "rows": sum(p.rows for p in todo), "parts": len(todo)})
         futures = run_client.map(
             _write_part, todo, key=[f"sollol-embed-part-{token}-{p.index}" for p in todo],
             settings=settings, out_path=out_path, column=column, output_column=output_column,
-            dim=reference.dimension, schema_meta=schema_meta, on_invalid=on_invalid, pure=False)
+            dim=reference.dimension, schema_meta=schema_meta, on_invalid=on_invalid,
+            job=token, pure=False)
         try:
             if progress:
                 distributed.progress(futures)
@@ -97,15 +103,17 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
 
 
 def _write_part(spec: PartSpec, *, settings: RouterSettings, out_path: str, column: str,
-                output_column: str, dim: int, schema_meta: bytes, on_invalid: str) -> dict:
+                output_column: str, dim: int, schema_meta: bytes, on_invalid: str,
+                job: str | None = None) -> dict:
     in_fs, in_path = fsspec.core.url_to_fs(spec.file)
-    with in_fs.open(in_path, "rb") as handle:
+    with context_meter.meter("sollol-read"), in_fs.open(in_path, "rb") as handle:
         table = pq.ParquetFile(handle).read_row_groups(list(spec.row_groups))
     table = table.slice(spec.start, spec.rows)
     labels = range(spec.file_row, spec.file_row + spec.rows)
-    part = embed_values(router_for(settings), table.column(column).to_pylist(), labels, dim,
-                        partition=f"{spec.name} ({spec.file}, rows {spec.file_row}..)",
-                        on_invalid=on_invalid)
+    with context_meter.meter("sollol-embed"):  # waiting on the nodes, parsing, checking
+        part = embed_values(router_for(settings), table.column(column).to_pylist(), labels,
+                            dim, partition=f"{spec.name} ({spec.file}, rows {spec.file_row}..)",
+                            on_invalid=on_invalid)
     table = table.append_column(pa.field(output_column, vector_type(dim)), arrow_vectors(part))
     metadata = dict(table.schema.metadata or {})
     metadata[METADATA_KEY] = schema_meta
@@ -114,7 +122,7 @@ def _write_part(spec: PartSpec, *, settings: RouterSettings, out_path: str, colu
     final = f"{out_path}/{spec.name}"
     tmp = f"{out_path}/.{spec.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with out_fs.open(tmp, "wb") as handle:
+        with context_meter.meter("sollol-write"), out_fs.open(tmp, "wb") as handle:
             pq.write_table(table, handle)
         out_fs.mv(tmp, final)  # atomic rename: the part exists whole or not at all
     except OSError as exc:
@@ -124,6 +132,11 @@ def _write_part(spec: PartSpec, *, settings: RouterSettings, out_path: str, colu
             pass
         raise OutputError(f"cannot write {final}: {exc}. Free space or fix permissions, then "
                           "rerun: finished parts are kept") from exc
+    if job is not None:
+        try:
+            get_worker().log_event(JOBS_TOPIC, {"kind": "part", "job": job, "rows": spec.rows})
+        except ValueError:  # not on a Dask worker
+            pass
     return {"name": spec.name, "rows": spec.rows, "embedded": int(part.valid.sum()),
             "null_rows": part.null_rows, "invalid_rows": part.invalid_rows}
 

@@ -14,13 +14,16 @@ import logging
 import threading
 
 from distributed import WorkerPlugin, get_worker
+from tornado.ioloop import PeriodicCallback
 
 from ._router import Router
 from ._settings import RouterSettings
 from ._slots import BROKER_NAME, SlotBroker
+from .dashboard import METRICS_TOPIC, MONITOR_NAME, FleetMonitor
 
 logger = logging.getLogger(__name__)
 
+REPORT_MS = 1000
 _local_routers: dict[str, Router] = {}  # processes without a Dask worker (threaded scheduler)
 _local_lock = threading.Lock()
 
@@ -44,9 +47,28 @@ class RouterPlugin(WorkerPlugin):
         self.router = Router(self.settings)
         if self.cluster_slots:
             self.router.use_broker(_scheduler_call(worker), worker.address)
+        self._last_sent = None
+        self._reporter = PeriodicCallback(lambda: self._report(worker), REPORT_MS)
+        self._reporter.start()
         logger.info("sollol-dask router %s ready on %s", self.name, worker.address)
 
+    def _report(self, worker) -> None:
+        """Send this worker's per-node counters to the scheduler's FleetMonitor: one
+        aggregate event a second at most, none while nothing changes."""
+        if self.router is None:
+            return
+        nodes = self.router.snapshot()
+        key = [(n["requests"], n["inflight"], n["state"]) for n in nodes]
+        if key == self._last_sent or not any(n["requests"] or n["state"] != "up" for n in nodes):
+            return
+        self._last_sent = key
+        worker.log_event(METRICS_TOPIC, {"worker": worker.address, "config": self.name,
+                                         "nodes": nodes})
+
     def teardown(self, worker) -> None:
+        if getattr(self, "_reporter", None) is not None:
+            self._reporter.stop()
+            self._report(worker)
         if self.router is not None:
             self.router.close()
             self.router = None
@@ -77,6 +99,7 @@ def register(client, settings: RouterSettings) -> str:
     """Install the slot broker and this configuration's worker plugin on the cluster
     (each a no-op if already there)."""
     client.register_plugin(SlotBroker(), name=BROKER_NAME)
+    client.register_plugin(FleetMonitor(), name=MONITOR_NAME)
     name = plugin_name(settings)
     client.register_plugin(RouterPlugin(settings), name=name)
     return name

@@ -491,14 +491,19 @@ class Router:
     # -- metrics ---------------------------------------------------------------------
 
     def snapshot(self) -> list[dict]:
-        """Per-node counters and state, plain data (for reports, status and dashboards)."""
+        """Per-node counters and state, plain msgpack-able data (for reports, status,
+        the dashboard). Never contains header values."""
         out = []
         for s in self.balancer.nodes.values():
+            info = self.infos.get(s.name)
             out.append({
-                "node": s.name, "api": self.nodes[s.name].api, "state": s.health.value,
+                "node": s.name, "api": self.nodes[s.name].api, "model": self.settings.opts.model,
+                "digest": (info.digest or "")[:12] if info else "", "state": s.health.value,
                 "reason": s.reason, "cap": s.cap, "inflight": s.inflight,
                 "max_inflight_seen": s.max_inflight_seen, "requests": s.requests,
                 "texts": s.texts, "errors": dict(s.errors), "speed": s.speed,
+                "latency_counts": list(s.latency_counts), "latency_sum": s.latency_sum,
+                "size": info.size if info else None, "size_vram": info.size_vram if info else None,
             })
         return out
 

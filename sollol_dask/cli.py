@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the router does")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_embed(sub)
+    _add_status(sub)
     _add_sim(sub)
     _add_demo(sub)
     args = parser.parse_args(argv)
@@ -77,6 +78,30 @@ def _run_embed(args) -> int:
                                    overwrite=args.overwrite, rows_per_part=args.rows_per_part,
                                    progress=args.progress, on_invalid=args.on_invalid)
     print(report)
+    return 0
+
+
+# -- status ----------------------------------------------------------------------------
+
+def _add_status(sub) -> None:
+    p = sub.add_parser("status", help="show the fleet table of a running cluster",
+                       description="Print the per-node fleet table the scheduler's "
+                                   "sollol-dask monitor keeps (the same as the /sollol page).")
+    p.add_argument("--scheduler", required=True, metavar="ADDRESS",
+                   help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
+    p.set_defaults(run=_run_status)
+
+
+def _run_status(args) -> int:
+    from distributed import Client
+
+    from ._status import FleetStatus
+
+    with Client(args.scheduler, timeout="10s") as client:
+        print(FleetStatus.from_scheduler(client))
+        dashboard = client.dashboard_link
+    if dashboard:
+        print(f"page: {dashboard.rsplit('/', 1)[0]}/sollol")
     return 0
 
 

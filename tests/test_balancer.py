@@ -160,3 +160,16 @@ def test_nodes_can_be_added_while_running(clock):
     bal.add_node("b", 1)
     assert (bal.nodes["a"].cap, bal.nodes["b"].cap) == (4, 1)
     assert bal.choose() == "a"
+
+
+def test_latency_histogram_and_quantiles(clock):
+    from sollol_dask._balancer import histogram_quantile
+
+    bal = make(clock, caps=(10,))
+    for seconds in (0.04, 0.2, 0.2, 0.2, 3.0):
+        bal.choose()
+        bal.release("n0", texts=1, seconds=seconds)
+    counts = bal.nodes["n0"].latency_counts
+    assert sum(counts) == 5
+    assert histogram_quantile(counts, 0.5) == 0.25 and histogram_quantile(counts, 0.95) == 5.0
+    assert histogram_quantile([0] * len(counts), 0.5) is None

@@ -54,6 +54,8 @@ class NodeInfo:
     total_slots: int | None = None
     loaded: bool | None = None
     version: str | None = None
+    size: int | None = None  # bytes of the loaded model (Ollama /api/ps)
+    size_vram: int | None = None  # of which in GPU memory (< size: partly on the CPU)
 
 
 class Backend:

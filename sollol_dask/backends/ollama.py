@@ -72,8 +72,10 @@ class OllamaBackend(Backend):
                     info.context_length = int(value)
         status, content = await fetch("GET", "/api/ps", None)
         if status == 200:
-            loaded = orjson.loads(content).get("models", [])
-            info.loaded = _find_model(loaded, opts.model) is not None
+            entry = _find_model(orjson.loads(content).get("models", []), opts.model)
+            info.loaded = entry is not None
+            if entry is not None:
+                info.size, info.size_vram = entry.get("size"), entry.get("size_vram")
         if opts.dimensions is not None:
             info.dimension = opts.dimensions
         return info

@@ -1,0 +1,56 @@
+"""``FleetStatus``: the fleet table for Jupyter (HTML) and terminals (text)."""
+
+from __future__ import annotations
+
+from .dashboard._page import render_table
+from .dashboard._view import FleetView
+
+
+class FleetStatus:
+    def __init__(self, data: dict, source: str) -> None:
+        self.data = data
+        self.source = source  # "cluster <address>" or "this process"
+
+    @classmethod
+    def from_scheduler(cls, client) -> FleetStatus:
+        from .dashboard import MONITOR_NAME
+
+        def fleet(dask_scheduler, name=MONITOR_NAME):
+            monitor = dask_scheduler.plugins.get(name)
+            return None if monitor is None else monitor.fleet()
+
+        data = client.run_on_scheduler(fleet)
+        if data is None:
+            data = FleetView().data()
+        return cls(data, f"cluster {client.scheduler.address}")
+
+    @classmethod
+    def from_router(cls, router) -> FleetStatus:
+        view = FleetView()
+        view.update("local", "local", router.snapshot())
+        return cls(view.data(), "this process")
+
+    @property
+    def nodes(self) -> list[dict]:
+        return self.data["nodes"]
+
+    def __str__(self) -> str:
+        if not self.nodes:
+            return f"sollol-dask fleet ({self.source}): no embedding activity reported yet"
+        header = f"{'node':<30} {'state':<10} {'in flight':>9} {'texts/s':>8} {'texts':>9} " \
+                 f"{'p50':>7} {'p95':>7} errors"
+        lines = [f"sollol-dask fleet ({self.source}), {self.data['fleet_rate']:.1f} texts/s",
+                 header]
+        for r in self.nodes:
+            errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "0"
+            p50 = "-" if r["p50"] is None else f"{r['p50']:g}s"
+            p95 = "-" if r["p95"] is None else f"{r['p95']:g}s"
+            lines.append(f"{r['node']:<30} {r['state']:<10} {r['inflight']:>4} / {r['cap']:<2} "
+                         f"{r['rate']:>8.1f} {r['texts']:>9} {p50:>7} {p95:>7} {errors}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        title = f"<b>sollol-dask fleet</b> ({self.source})"
+        if not self.nodes:
+            return title + ": no embedding activity reported yet"
+        return title + render_table(self.nodes)

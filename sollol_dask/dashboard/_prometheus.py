@@ -1,0 +1,61 @@
+"""``sollol_*`` series on the scheduler's ``/metrics`` (prometheus_client's registry)."""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+from .._balancer import LATENCY_BUCKETS
+
+_registered = None
+
+
+class FleetCollector:
+    def __init__(self, monitor) -> None:
+        self.monitor = monitor
+
+    def collect(self):
+        data = self.monitor.fleet()
+        labels = ["node", "model"]
+        texts = CounterMetricFamily("sollol_texts", "Texts embedded", labels=labels)
+        requests = CounterMetricFamily("sollol_requests", "Embedding requests answered",
+                                       labels=labels)
+        errors = CounterMetricFamily("sollol_errors", "Failed requests by kind",
+                                     labels=[*labels, "kind"])
+        inflight = GaugeMetricFamily("sollol_inflight", "Requests in flight", labels=labels)
+        cap = GaugeMetricFamily("sollol_inflight_cap", "Cluster-wide in-flight cap",
+                                labels=labels)
+        rate = GaugeMetricFamily("sollol_texts_per_second", "Recent throughput", labels=labels)
+        latency = HistogramMetricFamily("sollol_request_seconds",
+                                        "Latency of successful requests", labels=labels)
+        for row in data["nodes"]:
+            key = [row["node"], row["model"]]
+            texts.add_metric(key, row["texts"])
+            requests.add_metric(key, row["requests"])
+            for kind, count in row["errors"].items():
+                errors.add_metric([*key, kind], count)
+            inflight.add_metric(key, row["inflight"])
+            cap.add_metric(key, row["cap"])
+            rate.add_metric(key, row["rate"])
+            cumulative, buckets = 0, []
+            for bound, count in zip(LATENCY_BUCKETS, row["latency_counts"]):
+                cumulative += count
+                buckets.append(("+Inf" if math.isinf(bound) else str(bound), cumulative))
+            latency.add_metric(key, buckets, sum_value=row["latency_sum"])
+        yield from (texts, requests, errors, inflight, cap, rate, latency)
+
+
+def register_collector(monitor) -> None:
+    """Register (or re-point) the collector; one per process, whatever restarts."""
+    global _registered
+    if _registered is not None:
+        _registered.monitor = monitor
+        return
+    _registered = FleetCollector(monitor)
+    REGISTRY.register(_registered)

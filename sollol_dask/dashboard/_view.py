@@ -1,0 +1,147 @@
+"""The fleet as the scheduler sees it: worker routers' snapshots merged per node, with a
+short history for throughput, running jobs, and recent errors and state changes.
+
+Pure data (an injected clock, no Dask): the page, /metrics and `sollol-dask status` all
+read it through ``FleetView.data()``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+
+from .._balancer import LATENCY_BUCKETS, histogram_quantile
+
+HISTORY_SECONDS = 600
+RATE_WINDOW = 5.0  # seconds of history a texts/s figure averages over
+
+
+class FleetView:
+    def __init__(self, clock=time.time) -> None:
+        self.clock = clock
+        self.snapshots: dict[tuple[str, str], list[dict]] = {}  # (worker, config) -> nodes
+        self.history: deque[tuple[float, dict[str, int]]] = deque()
+        self.jobs: dict[str, dict] = {}
+        self.events: deque[tuple[float, str]] = deque(maxlen=100)
+        self.caps: dict[str, int] = {}  # cluster-wide caps, from the slot broker
+
+    # -- input -----------------------------------------------------------------------
+
+    def update(self, worker: str, config: str, nodes: list[dict]) -> None:
+        old = {n["node"]: n for n in self.snapshots.get((worker, config), [])}
+        for n in nodes:
+            before = old.get(n["node"])
+            if before is not None and before["state"] != n["state"]:
+                reason = f": {n['reason'][:160]}" if n.get("reason") else ""
+                self._event(f"{n['node']} {before['state']} -> {n['state']} on {worker}{reason}")
+            new_errors = Counter(n["errors"]) - Counter(before["errors"] if before else {})
+            for kind, count in new_errors.items():
+                self._event(f"{n['node']}: {count} {kind} error(s) seen by {worker}")
+        self.snapshots[(worker, config)] = nodes
+        self._sample()
+
+    def remove_worker(self, worker: str) -> None:
+        for key, nodes in self.snapshots.items():
+            if key[0] == worker:  # keep its totals, nothing is in flight any more
+                self.snapshots[key] = [dict(n, inflight=0) for n in nodes]
+        self._event(f"worker {worker} left")
+
+    def job_started(self, job: str, output: str, rows: int, parts: int) -> None:
+        self.jobs[job] = {"job": job, "output": output, "rows": rows, "parts": parts,
+                          "done_rows": 0, "done_parts": 0, "started": self.clock(),
+                          "finished": None}
+        self._event(f"job {job} started: {rows} rows in {parts} parts -> {output}")
+
+    def part_done(self, job: str, rows: int) -> None:
+        entry = self.jobs.get(job)
+        if entry is None:
+            return
+        entry["done_rows"] += rows
+        entry["done_parts"] += 1
+        if entry["done_parts"] >= entry["parts"]:
+            entry["finished"] = self.clock()
+            self._event(f"job {job} finished")
+
+    def _event(self, text: str) -> None:
+        self.events.append((self.clock(), text))
+
+    def _sample(self) -> None:
+        now = self.clock()
+        if self.history and now - self.history[-1][0] < 1.0:
+            self.history[-1] = (self.history[-1][0], self._texts_per_node())
+            return
+        self.history.append((now, self._texts_per_node()))
+        while self.history and now - self.history[0][0] > HISTORY_SECONDS:
+            self.history.popleft()
+
+    def _texts_per_node(self) -> dict[str, int]:
+        totals: Counter = Counter()
+        for nodes in self.snapshots.values():
+            for n in nodes:
+                totals[n["node"]] += n["texts"]
+        return dict(totals)
+
+    # -- output ----------------------------------------------------------------------
+
+    def rates(self) -> dict[str, float]:
+        """Texts/s per node over the last few seconds of history."""
+        if len(self.history) < 2:
+            return {}
+        end_t, end = self.history[-1]
+        start_t, start = self.history[0]
+        for t, totals in reversed(self.history):
+            start_t, start = t, totals
+            if end_t - t >= RATE_WINDOW:
+                break
+        span = max(end_t - start_t, 1e-9)
+        return {node: (end.get(node, 0) - start.get(node, 0)) / span for node in end}
+
+    def rows(self) -> list[dict]:
+        merged: dict[str, dict] = {}
+        states: dict[str, Counter] = {}
+        for (worker, _), nodes in self.snapshots.items():
+            for n in nodes:
+                row = merged.setdefault(n["node"], {
+                    "node": n["node"], "model": n["model"], "digest": n.get("digest", ""),
+                    "inflight": 0, "cap": 0, "texts": 0, "requests": 0, "errors": Counter(),
+                    "latency_counts": [0] * len(LATENCY_BUCKETS), "latency_sum": 0.0,
+                    "speed": 0.0,
+                    "size": n.get("size"), "size_vram": n.get("size_vram")})
+                for key in ("inflight", "texts", "requests"):
+                    row[key] += n[key]
+                row["cap"] = max(row["cap"], n["cap"])
+                row["errors"].update(n["errors"])
+                row["latency_counts"] = [a + b for a, b in zip(row["latency_counts"],
+                                                               n["latency_counts"])]
+                row["latency_sum"] += n.get("latency_sum", 0.0)
+                row["speed"] = max(row["speed"], n.get("speed") or 0.0)
+                states.setdefault(n["node"], Counter())[n["state"]] += 1
+        rates = self.rates()
+        out = []
+        for node, row in merged.items():
+            seen = states[node]
+            row["state"] = "up" if seen.keys() == {"up"} else ", ".join(
+                f"{state} ({count} of {sum(seen.values())} workers)" for state, count in seen.items())
+            row["cap"] = self.caps.get(node, row["cap"])
+            row["rate"] = rates.get(node, 0.0)
+            row["p50"] = histogram_quantile(row["latency_counts"], 0.5)
+            row["p95"] = histogram_quantile(row["latency_counts"], 0.95)
+            row["errors"] = dict(row["errors"])
+            out.append(row)
+        return sorted(out, key=lambda r: r["node"])
+
+    def data(self) -> dict:
+        self._sample()  # idle workers send nothing: time passing must still lower rates
+        rows = self.rows()
+        now = self.clock()
+        fleet_rate = sum(r["rate"] for r in rows)
+        jobs = []
+        for job in self.jobs.values():
+            elapsed = (job["finished"] or now) - job["started"]
+            rate = job["done_rows"] / elapsed if elapsed > 0 else 0.0
+            left = job["rows"] - job["done_rows"]
+            jobs.append(dict(job, rate=rate, eta=(left / rate) if rate > 0 and left else None))
+        return {"time": now, "nodes": rows, "fleet_rate": fleet_rate,
+                "capacity": sum(r["speed"] for r in rows if r["state"] == "up"),
+                "jobs": jobs, "events": [{"time": t, "text": x} for t, x in self.events],
+                "history": [{"time": t, "texts": totals} for t, totals in self.history]}

@@ -1,0 +1,23 @@
+"""Scheduler preload: ``dask scheduler --preload sollol_dask.dashboard.preload``.
+
+Puts the fleet page in the dashboard before it starts, so it is listed in the menu
+("More...") and in ``/individual-plots.json`` (JupyterLab's Dask panel), and installs
+the slot broker and fleet monitor on the scheduler.
+"""
+
+from __future__ import annotations
+
+from distributed.dashboard.scheduler import applications
+
+from ._page import fleet_doc
+
+applications["/sollol"] = fleet_doc
+applications["/individual-sollol"] = fleet_doc
+
+
+def dask_setup(scheduler) -> None:
+    from .._slots import SlotBroker
+    from ._monitor import FleetMonitor
+
+    scheduler.add_plugin(SlotBroker(), name=SlotBroker.name)
+    scheduler.add_plugin(FleetMonitor(), name=FleetMonitor.name)
