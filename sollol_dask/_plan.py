@@ -121,14 +121,18 @@ def check_or_write_manifest(fs, dst: str, manifest: dict, overwrite: bool) -> No
                     f"{_short(manifest.get(key))}): pass overwrite=True (--overwrite) to start "
                     "over, or choose another output directory")
         return
-    if overwrite and fs.exists(dst):
-        for old_part in fs.glob(f"{dst}/part-*.parquet") + fs.glob(f"{dst}/.part-*"):
-            fs.rm(old_part)
-    fs.makedirs(dst, exist_ok=True)
-    tmp = f"{dst}/.{MANIFEST}.tmp"
-    with fs.open(tmp, "wb") as handle:
-        handle.write(json.dumps(manifest, indent=1).encode())
-    fs.mv(tmp, path)
+    try:
+        if overwrite and fs.exists(dst):
+            for old_part in fs.glob(f"{dst}/part-*.parquet") + fs.glob(f"{dst}/.part-*"):
+                fs.rm(old_part)
+        fs.makedirs(dst, exist_ok=True)
+        tmp = f"{dst}/.{MANIFEST}.tmp"
+        with fs.open(tmp, "wb") as handle:
+            handle.write(json.dumps(manifest, indent=1).encode())
+        fs.mv(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {dst}: {exc}. Choose a writable output "
+                          "directory") from exc
 
 
 def _short(value) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 import time
 import warnings
@@ -347,7 +348,7 @@ class Router:
                 headers=node.headers,
                 # Ollama speaks HTTP/1.1 only; h2 is offered for TLS endpoints (proxies).
                 http2=node.url.startswith("https://"),
-                verify=self.settings.verify,
+                verify=_tls_verify(self.settings.verify),
                 limits=httpx.Limits(max_connections=cap + 4, max_keepalive_connections=cap + 4),
                 trust_env=False,
             )
@@ -525,3 +526,10 @@ def _unencodable(texts: list[str], labels: list, exc: Exception) -> InputError:
                 row=label,
             )
     return InputError(f"rows {labels[0]!r}..{labels[-1]!r} cannot be sent as JSON: {exc}")
+
+
+def _tls_verify(verify: bool | str):
+    """httpx's ``verify``: True/False, or an SSL context trusting a CA bundle file."""
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return verify

@@ -75,7 +75,7 @@ class SimNode:
                  dimension: int = 768, host: str = "127.0.0.1", port: int = 0,
                  digest_variant: str = "", faults: Faults | None = None,
                  extra_models: tuple[str, ...] = (), max_queue: int = 512,
-                 **profile_changes) -> None:
+                 ssl_context=None, **profile_changes) -> None:
         base = PROFILES[profile] if isinstance(profile, str) else profile
         self.profile = base.replace(**profile_changes) if profile_changes else base
         self.model = model
@@ -85,6 +85,7 @@ class SimNode:
         self.digest = sim_digest(model, digest_variant)
         self.extra_models = extra_models
         self.faults = faults or Faults()
+        self.ssl_context = ssl_context  # serve https:// (tests of TLS verification)
         self.counters = Counters()
         self._slots = [0.0] * self.profile.slots  # loop time each slot is busy until
         self._loaded_until: float | None = None  # None: model not loaded yet
@@ -99,7 +100,7 @@ class SimNode:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -125,7 +126,8 @@ class SimNode:
         app = tornado.web.Application(_routes(self))
         sockets = tornado.netutil.bind_sockets(self.port, self.host, family=socket.AF_INET)
         self.port = sockets[0].getsockname()[1]
-        self._server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60)
+        self._server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60,
+                                                     ssl_options=self.ssl_context)
         self._server.add_sockets(sockets)
         self._dead = False
 
