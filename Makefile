@@ -19,13 +19,19 @@ $(STAMP): pyproject.toml
 llama-server: install
 	$(PY) scripts/install_llama_server.py
 
-test: install llama-server
+# Headless Chromium and its driver, from Debian (the dashboard's browser test).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+test: install llama-server browser
 	$(PY) -m pytest -q tests
 
 demo: install
 	$(VENV)/bin/sollol-dask demo
 
 bench: install llama-server
+	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m benchmarks
 
 clean:
