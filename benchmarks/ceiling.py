@@ -8,7 +8,6 @@ import time
 
 import httpx
 import numpy as np
-import orjson
 
 import sollol_dask as sd
 from sollol_dask.backends import BACKENDS

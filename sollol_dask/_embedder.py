@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _collections, _parquet, _plugin
+from . import _collections, _parquet, _plan, _plugin
 from ._clients import current_client
 from ._fleet import Reference
 from ._node import Node, resolve_nodes
@@ -137,6 +137,7 @@ class Embedder:
         ``overwrite=True``. Uses ``client`` (or a scheduler address), else the current
         client, else a LocalCluster started for the run.
         """
+        _plan.list_inputs(src)  # a wrong path is reported before any node is probed
         return _parquet.run_embed_parquet(
             self.settings, self.check_fleet(), src, dst, column=column,
             output_column=output_column, client=client, overwrite=overwrite,

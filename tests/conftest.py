@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import pytest
+from distributed import Client, LocalCluster
 
 from sollol_dask.sim import SimNode
 
@@ -42,3 +44,12 @@ def sims():
     yield start
     for node in started:
         node.stop()
+
+
+@contextlib.contextmanager
+def local_client(threads_per_worker: int = 2):
+    """A real LocalCluster with 2 worker processes on 127.0.0.1, and a client to it."""
+    with LocalCluster(n_workers=2, threads_per_worker=threads_per_worker, processes=True,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
+        yield client

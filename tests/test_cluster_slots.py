@@ -5,20 +5,18 @@ from __future__ import annotations
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
-from distributed import Client, LocalCluster
 
 import sollol_dask as sd
 from sollol_dask.sim import Faults, sim_vectors
 
-from .conftest import MODEL
+from .conftest import MODEL, local_client
 
 
 def test_cap_holds_across_two_worker_processes_and_fast_node_does_most(sims):
     fast = sims("gpu")
     slow = sims("gpu", faults=Faults(slowdown=10.0))  # the same node, 10x slower
     texts = [f"cluster-wide cap {i}" for i in range(1600)]
-    with LocalCluster(n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with local_client(4) as client:
         emb = sd.Embedder([fast.url, slow.url], model=MODEL, batch_size=16)
         ddf = dd.from_pandas(pd.DataFrame({"text": texts}), npartitions=16)
         out = emb.embed_dataframe(ddf, "text").compute()

@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 import sollol_dask as sd
 from sollol_dask.cli import main as cli_main
 
-from .conftest import MODEL, REPO
+from .conftest import MODEL, local_client, REPO
 
 SECRET = "Bearer dashboard-secret-42"
 ARTIFACTS = REPO / "test-artifacts"
@@ -38,8 +38,7 @@ def wait_for(predicate, timeout: float, what: str):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as c, Client(c) as client:
+    with local_client(2) as client:
         yield client
 
 

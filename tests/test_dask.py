@@ -9,12 +9,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from distributed import Client, LocalCluster
 
 import sollol_dask as sd
 from sollol_dask.sim import sim_vectors
 
-from .conftest import MODEL
+from .conftest import MODEL, local_client
 
 N = 600
 TEXTS = [f"document {i} " + "about dask " * (i % 7) for i in range(N)]
@@ -28,8 +27,7 @@ def expected(texts):
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
+    with local_client(2) as c:
         yield c
 
 

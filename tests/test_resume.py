@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
 
 import sollol_dask as sd
 from sollol_dask.sim import Faults, sim_vectors
 
-from .conftest import MODEL
+from .conftest import MODEL, local_client
 
 TEXTS = [f"resume text {i} " + "x" * (i % 50) for i in range(1200)]
 
@@ -40,8 +39,7 @@ def assert_complete(out: Path) -> None:
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
+    with local_client(1) as c:
         yield c
 
 

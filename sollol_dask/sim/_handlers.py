@@ -112,7 +112,7 @@ class _Embed(_Base):
     """Shared path of the embed routes: faults, model check, time model, counters."""
 
     async def embed(self, data: dict, texts: list[str], truncate: bool = True):
-        node, faults, counters = self.node, self.node.faults, self.node.counters
+        counters = self.node.counters
         counters.requests += 1
         number = counters.requests
         counters.inflight += 1

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
 
 import sollol_dask as sd
 from sollol_dask.sim import Faults, SimNode, sim_vectors
 
-from ..conftest import MODEL, REPO
+from ..conftest import MODEL, REPO, local_client
 
 ROWS = 1200
 TEXTS = [f"reliable row {i} " + "text " * (i % 17) for i in range(ROWS)]
@@ -36,8 +35,7 @@ REPORT = REPO / "test-artifacts" / "fault-matrix.json"
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
+    with local_client(2) as c:
         yield c
 
 
@@ -148,8 +146,7 @@ def test_all_nodes_down_fails_clearly_keeps_parts_and_resumes(client, sims, corp
 
 def test_dask_worker_killed_mid_task(sims, corpus, tmp_path):
     nodes = fleet(sims, Faults(slowdown=3.0), Faults(slowdown=3.0))
-    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
+    with local_client(2) as c:
         victim = sorted(c.run(os.getpid).items())[0]
 
         def kill_when_busy():
@@ -193,5 +190,5 @@ def test_disk_full_keeps_whole_parts_and_resumes(client, sims, corpus, tmp_path)
         shutil.copytree(full, resumed)
     finally:
         subprocess.run(["umount", str(full)], check=True)
-    seconds = run(client, [node], corpus, resumed)
+    run(client, [node], corpus, resumed)
     check_output(resumed, "disk full while writing, then resumed", time.monotonic() - started)
