@@ -44,6 +44,7 @@ from .backends._base import input_too_long
 
 logger = logging.getLogger(__name__)
 _SUPERVISE_EVERY = 0.1  # seconds between checks for due probes and the all-down deadline
+_RECHECK_HEDGE = 0.5  # a lane that found the fleet busy looks for a hedge again after this
 
 
 class FleetWarning(UserWarning):
@@ -171,6 +172,9 @@ class Router:
                 batch = job.take(size)
                 if batch is None:
                     target, later = self._hedge_target(job, grant.node)
+                    if target is not None and grant.contended:
+                        # Other work waits for slots: copies only when the fleet idles.
+                        target, later = None, _RECHECK_HEDGE
                     if target is None:
                         self.slots.release(grant, Outcome(failure=CANCELLED))
                         if later is None:

@@ -32,6 +32,9 @@ _BROKER_WAIT = 5.0  # a lease request waits at most this long, then the worker r
 class Grant:
     node: str
     lease: int | None = None  # the broker's lease id; None for local slots
+    # Other requests were still waiting for a slot when this one was granted: there is
+    # work elsewhere, so this slot must not be spent on a hedge copy.
+    contended: bool = False
 
 
 @dataclasses.dataclass
@@ -54,7 +57,8 @@ class LocalSlots:
         self._waiters.append((future, avoid))
         self.wake()
         try:
-            return Grant(await future)
+            node = await future
+            return Grant(node, contended=self.waiting)
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 self.balancer.release(future.result(), failure=CANCELLED)
@@ -121,7 +125,7 @@ class BrokerSlots:
                 raise
             if not granted:
                 return None
-            grant = Grant(granted["node"], granted["lease"])
+            grant = Grant(granted["node"], granted["lease"], granted.get("contended", False))
             known = self.balancer.nodes.get(grant.node)
             if known is None or known.health is not Health.UP:
                 self._send_release(grant, Outcome(failure=CANCELLED))
@@ -232,6 +236,7 @@ class SlotBroker(SchedulerPlugin):
 
     def _dispatch(self) -> None:
         kept: deque = deque()
+        granted: list[asyncio.Future] = []
         while self.waiters:
             entry = self.waiters.popleft()
             future, worker, avoid, unusable = entry
@@ -243,5 +248,9 @@ class SlotBroker(SchedulerPlugin):
                 continue
             lease = next(self._ids)
             self.leases[lease] = (worker, node)
-            future.set_result({"node": node, "lease": lease})
+            future.set_result({"node": node, "lease": lease, "contended": False})
+            granted.append(future)
         self.waiters = kept
+        if kept:  # requests still waiting: the slots just granted are wanted elsewhere too
+            for future in granted:
+                future.result()["contended"] = True

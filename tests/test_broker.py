@@ -65,3 +65,19 @@ def test_leases_of_a_worker_that_leaves_are_taken_back():
         assert (await waiting)["node"] == "a"
         assert set(owner for owner, _ in broker.leases.values()) == {"w2"}
     run(scenario())
+
+
+def test_grants_say_whether_other_requests_still_wait():
+    async def scenario():
+        broker = await started_broker()
+        alone = await broker.acquire("w1", {"a": 1, "b": 1})
+        assert alone["contended"] is False
+        await broker.acquire("w1", {"a": 1, "b": 1})  # both slots taken now
+        first = asyncio.ensure_future(broker.acquire("w1", {"a": 1, "b": 1}, timeout=5))
+        second = asyncio.ensure_future(broker.acquire("w2", {"a": 1, "b": 1}, timeout=5))
+        await asyncio.sleep(0)
+        broker.release("w1", [{"lease": alone["lease"]}])
+        assert (await first)["contended"] is True  # w2 is still waiting
+        assert not second.done()
+        second.cancel()
+    run(scenario())
