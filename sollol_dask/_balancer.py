@@ -169,13 +169,14 @@ class SlotBalancer:
         return min(times) if times else None
 
     def batch_size_for(self, name: str, largest: int, target_seconds: float,
-                       smallest: int = 8) -> int:
+                       smallest: int = 8, first: int = 16) -> int:
         """Texts for the next batch on ``name``: about ``target_seconds`` of its measured
         latency (short tails on slow nodes, few requests on fast ones), within
-        ``smallest``..``largest``; ``largest`` until the node is measured."""
+        ``smallest``..``largest``; ``first`` until the node is measured, so a slow node
+        is known after one short batch instead of holding a long one."""
         spt = self.nodes[name].seconds_per_text
         if not spt:
-            return largest
+            return min(first, largest)
         return max(min(smallest, largest), min(largest, int(target_seconds / spt)))
 
     def expected_seconds(self, name: str, texts: int) -> float | None:

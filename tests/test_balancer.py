@@ -143,7 +143,8 @@ def test_cancelled_release_frees_the_slot_without_a_verdict(clock):
 
 def test_batch_size_follows_measured_speed(clock):
     bal = make(clock, caps=(2, 2))
-    assert bal.batch_size_for("n0", largest=64, target_seconds=2.0) == 64  # unmeasured
+    assert bal.batch_size_for("n0", largest=64, target_seconds=2.0) == 16  # unmeasured
+    assert bal.batch_size_for("n0", largest=4, target_seconds=2.0) == 4
     bal.choose(), bal.choose()
     bal.release("n0", texts=64, seconds=0.64)  # 10 ms per text
     bal.release("n1", texts=64, seconds=64.0)  # 1 s per text
