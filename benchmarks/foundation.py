@@ -13,7 +13,10 @@ from ._common import MODEL, capacity, fleet, texts, timed
 
 
 def sim_rate(seconds: float = 4.0) -> dict:
-    """One `instant` sim process, one client, batches of 64 at dimension 768."""
+    """One `instant` sim process, one client (keep-alive pool), batches of 64 at dimension
+    768, with 1 request in flight and with 2 (as the router keeps on an Ollama node)."""
+    import concurrent.futures
+
     batch = texts(64, words=16)
     out = {}
     with fleet("instant") as (node,), httpx.Client(base_url=node.url) as client:
@@ -22,12 +25,20 @@ def sim_rate(seconds: float = 4.0) -> dict:
             ("/v1/embeddings", {"model": MODEL, "input": batch, "encoding_format": "base64"}),
         ):
             payload = orjson.dumps(body)
-            done, started = 0, time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                response = client.post(route, content=payload)
-                assert response.status_code == 200
-                done += len(batch)
-            out[route] = done / (time.perf_counter() - started)
+            for inflight in (1, 2):
+                started = time.perf_counter()
+
+                def loop() -> int:
+                    done = 0
+                    while time.perf_counter() - started < seconds:
+                        response = client.post(route, content=payload)
+                        assert response.status_code == 200
+                        done += len(batch)
+                    return done
+
+                with concurrent.futures.ThreadPoolExecutor(inflight) as pool:
+                    done = sum(pool.map(lambda _: loop(), range(inflight)))
+                out[f"{route} ({inflight} in flight)"] = done / (time.perf_counter() - started)
     return {"embeddings_per_s": out, "target": 10_000}
 
 

@@ -80,7 +80,7 @@ class SlotBalancer:
         clock: Callable[[], float],
         eject_after: int = 3,
         backoff: float = 1.0,
-        max_backoff: float = 30.0,
+        max_backoff: float = 5.0,
         ewma_alpha: float = 0.3,
         min_timeout: float = 5.0,
         timeout_factor: float = 10.0,
