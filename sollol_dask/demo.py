@@ -47,7 +47,8 @@ def run_demo(rows: int = 6000) -> None:
             with LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                               host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
                     Client(cluster) as client:
-                print(f"Dask dashboard: {client.dashboard_link}")
+                print(f"Dask dashboard: {client.dashboard_link}  (fleet page: "
+                      f"{client.dashboard_link.rsplit('/', 1)[0]}/sollol)")
                 with Embedder([n.url for n in nodes], model="nomic-embed-text") as emb:
                     report = emb.embed_parquet(corpus, out, column="text", rows_per_part=1000,
                                                progress=True)
