@@ -164,10 +164,6 @@ class SlotBalancer:
             s.health = Health.PROBING
         return [s.name for s in due]
 
-    def next_probe_at(self) -> float | None:
-        times = [s.retry_at for s in self.nodes.values() if s.health is Health.EJECTED]
-        return min(times) if times else None
-
     def batch_size_for(self, name: str, largest: int, target_seconds: float,
                        smallest: int = 8, first: int = 16) -> int:
         """Texts for the next batch on ``name``: about ``target_seconds`` of its measured
@@ -250,10 +246,6 @@ class SlotBalancer:
 
     def set_cap(self, name: str, cap: int) -> None:
         self.nodes[name].cap = max(1, int(cap))
-
-    def total_speed(self) -> float:
-        """Sum of measured speeds of up nodes (texts/s): the fleet's observed capacity."""
-        return sum(s.speed or 0.0 for s in self.nodes.values() if s.health is Health.UP)
 
 
 def backoff_delay(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:

@@ -71,6 +71,3 @@ class Job:
         self.in_flight.discard(batch)
         return True
 
-    @property
-    def exhausted(self) -> bool:
-        return self._cursor >= len(self.texts) and not self._requeued
