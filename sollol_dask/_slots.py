@@ -185,6 +185,9 @@ class SlotBroker(SchedulerPlugin):
         self.balancer = SlotBalancer([], [], clock=time.monotonic, eject_after=2**31)
         self.waiters: deque = deque()
         self.leases: dict[int, tuple[str, str]] = {}  # lease -> (worker, node)
+        # Workers that left: a request of theirs still waiting here (its handler outlives
+        # the dead connection) must not be granted a lease nobody would give back.
+        self.gone: set[str] = set()
         self._ids = itertools.count(1)
         scheduler.handlers["sollol_slots_acquire"] = self.acquire
         scheduler.handlers["sollol_slots_release"] = self.release
@@ -227,7 +230,11 @@ class SlotBroker(SchedulerPlugin):
                        s.max_inflight_seen, "texts": s.texts, "speed": s.speed}
                 for name, s in self.balancer.nodes.items()}
 
+    def add_worker(self, scheduler, worker: str) -> None:
+        self.gone.discard(worker)  # a restarted worker may come back on the same address
+
     def remove_worker(self, scheduler, worker: str, **kwargs) -> None:
+        self.gone.add(worker)
         for lease, (owner, node) in list(self.leases.items()):
             if owner == worker:
                 del self.leases[lease]
@@ -241,6 +248,9 @@ class SlotBroker(SchedulerPlugin):
             entry = self.waiters.popleft()
             future, worker, avoid, unusable = entry
             if future.done():
+                continue
+            if worker in self.gone:
+                future.set_result(None)
                 continue
             node = self.balancer.choose(avoid, unusable)
             if node is None:

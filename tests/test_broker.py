@@ -67,6 +67,22 @@ def test_leases_of_a_worker_that_leaves_are_taken_back():
     run(scenario())
 
 
+
+def test_a_request_left_waiting_by_a_dead_worker_gets_no_lease():
+    # Its handler outlives the dead connection; a lease granted to it would never come back.
+    async def scenario():
+        broker = await started_broker()
+        first = await broker.acquire("w1", {"a": 1})
+        orphan = asyncio.ensure_future(broker.acquire("w2", {"a": 1}, timeout=5))
+        await asyncio.sleep(0)
+        broker.remove_worker(None, "w2", stimulus_id="test")
+        broker.release("w1", [{"lease": first["lease"]}])
+        assert await orphan is None
+        assert broker.state()["a"]["inflight"] == 0  # the slot stays free for the living
+        broker.add_worker(None, "w2")  # restarted on the same address: served again
+        assert (await broker.acquire("w2", {"a": 1}))["node"] == "a"
+    run(scenario())
+
 def test_grants_say_whether_other_requests_still_wait():
     async def scenario():
         broker = await started_broker()
