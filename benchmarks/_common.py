@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from sollol_dask._settings import RouterSettings
 from sollol_dask.sim import PROFILES, SimProcess
 
 RESULTS = Path(__file__).parent / "results"
@@ -32,7 +33,12 @@ def fleet(*profiles: str, extra: tuple[str, ...] = ()):
             node.stop()
 
 
-def capacity(profiles, items: list[str], batch_size: int) -> float:
+# The largest request sollol_dask sends by default: a node's best rate is with requests
+# this large (its per-request overhead paid least often), whatever sizes a method uses.
+LARGEST_BATCH = RouterSettings.__dataclass_fields__["batch_size"].default
+
+
+def capacity(profiles, items: list[str], batch_size: int = LARGEST_BATCH) -> float:
     """The fleet's exact physical limit on ``items``: sum of each node's best rate."""
     return sum(PROFILES[p].capacity(items, batch_size) for p in profiles)
 

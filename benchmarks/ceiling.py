@@ -15,7 +15,7 @@ from sollol_dask.backends import BACKENDS
 from ._common import MODEL, texts
 
 
-def _bare_parse_seconds(body: bytes, api: str, count: int, repeat: int = 200) -> float:
+def _bare_parse_seconds(body: bytes, api: str, count: int, repeat: int = 50) -> float:
     """CPU seconds to parse one response into a float32 matrix, per embedding."""
     backend = BACKENDS[api]
     started = time.process_time()
@@ -24,44 +24,53 @@ def _bare_parse_seconds(body: bytes, api: str, count: int, repeat: int = 200) ->
     return (time.process_time() - started) / repeat / count
 
 
-def client_ceiling(seconds_per_point: float = 3.0) -> dict:
+def client_ceiling(seconds_per_point: float = 4.0, call_size: int = 4096) -> dict:
+    """Client CPU per embedding against the bare cost of parsing the same responses.
+
+    ``embed()`` calls of ``call_size`` texts (a partition's worth) on two ``instant`` nodes;
+    the bare parse is timed on a response of the mean batch size the router sent."""
     from sollol_dask.sim import SimProcess
 
     out = {}
-    batch = texts(64, words=16)
     for dim in (384, 768, 1024):
         nodes = [SimProcess("instant", "--dimension", str(dim)) for _ in range(2)]
         try:
             for api, encoding in (("ollama", "float"), ("openai", "base64")):
-                path = BACKENDS[api].embed_path
-                body = {"model": MODEL, "input": batch}
-                if api == "openai":
-                    body["encoding_format"] = encoding
-                sample = httpx.post(nodes[0].url + path, json=body).content
-                parse = _bare_parse_seconds(sample, api, len(batch))
                 node_objs = [sd.Node(n.url, api=api) for n in nodes]
                 with sd.Embedder(node_objs, model=MODEL, encoding=encoding) as emb:
                     emb.check_fleet()
+                    emb.embed(texts(call_size, words=16, tag=f"warm{dim}{api}-"))  # measured
+                    before = {s["node"]: (s["requests"], s["texts"]) for s in emb.node_stats()}
                     done, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
                     k = 0
                     while time.perf_counter() - wall0 < seconds_per_point:
-                        emb.embed(texts(2048, words=16, tag=f"{dim}{api}{k}-"))
-                        done += 2048
+                        emb.embed(texts(call_size, words=16, tag=f"{dim}{api}{k}-"))
+                        done += call_size
                         k += 1
                     cpu = time.process_time() - cpu0
                     wall = time.perf_counter() - wall0
+                    stats = emb.node_stats()
+                requests = sum(s["requests"] - before[s["node"]][0] for s in stats)
+                batch = round(done / requests)
                 # Generating the texts is the benchmark's work, not the client's.
                 gen0 = time.process_time()
                 for j in range(k):
-                    texts(2048, words=16, tag=f"{dim}{api}{j}-")
+                    texts(call_size, words=16, tag=f"{dim}{api}{j}-")
                 cpu -= time.process_time() - gen0
+                path = BACKENDS[api].embed_path
+                body = {"model": MODEL, "input": texts(batch, words=16, tag="sample-")}
+                if api == "openai":
+                    body["encoding_format"] = encoding
+                sample = httpx.post(nodes[0].url + path, json=body, timeout=60).content
+                parse = _bare_parse_seconds(sample, api, batch)
                 key = f"dim{dim}-{'json' if encoding == 'float' else 'base64'}"
-                out[key] = {"embeddings_per_s": done / wall,
+                out[key] = {"embeddings_per_s": done / wall, "mean_batch": batch,
                             "client_cpu_us_per_embedding": cpu / done * 1e6,
                             "bare_parse_us_per_embedding": parse * 1e6,
                             "overhead_ratio": cpu / done / parse}
-                print(f"  {key:<16} {done / wall:8.0f}/s  client {cpu / done * 1e6:6.1f} us  "
-                      f"parse {parse * 1e6:6.1f} us  ratio {cpu / done / parse:.2f}", flush=True)
+                print(f"  {key:<16} {done / wall:8.0f}/s  batch {batch:4d}  client "
+                      f"{cpu / done * 1e6:6.1f} us  parse {parse * 1e6:6.1f} us  ratio "
+                      f"{cpu / done / parse:.2f}", flush=True)
         finally:
             for n in nodes:
                 n.stop()

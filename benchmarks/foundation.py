@@ -51,7 +51,7 @@ def embed_three_nodes(n: int = 4000) -> dict:
             emb.check_fleet()
             vectors, seconds = timed(lambda: emb.embed(items))
             stats = emb.node_stats()
-    cap = capacity(profiles, items, 64)
+    cap = capacity(profiles, items)
     rate = n / seconds
     return {"texts": n, "seconds": seconds, "rate": rate, "capacity": cap,
             "efficiency": rate / cap, "share": {f"{p}-{i}": s["texts"] / n for i, (p, s) in enumerate(zip(profiles, stats))}}

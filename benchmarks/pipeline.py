@@ -29,7 +29,7 @@ def parquet_throughput(n: int = 12_000) -> dict:
         emb.register(client)
         report, seconds = timed(lambda: emb.embed_parquet(str(src), str(Path(tmp) / "out"),
                                                           rows_per_part=1000, client=client))
-    cap = capacity(profiles, items, 64)
+    cap = capacity(profiles, items)
     return {"rows": n, "seconds": seconds, "rate": n / seconds, "capacity": cap,
             "efficiency": n / seconds / cap,
             "share": {k: v / n for k, v in report.per_node.items()}}
@@ -53,7 +53,7 @@ def larger_than_memory(rows: int = 480_000, dim: int = 1024, memory_limit: str =
             ids = range(f * chunk, (f + 1) * chunk)
             table = pa.table({"id": list(ids), "text": texts(chunk, words=24, tag=f"f{f}-")})
             pq.write_table(table, src / f"part-{f}.parquet", row_group_size=2000)
-        emb = sd.Embedder([x.url for x in nodes], model=MODEL, batch_size=64)
+        emb = sd.Embedder([x.url for x in nodes], model=MODEL)
         report, seconds = timed(lambda: emb.embed_parquet(str(src), str(Path(tmp) / "out"),
                                                           rows_per_part=4000, client=client))
         peaks = client.run(_peak_rss_mb)

@@ -25,7 +25,7 @@ from distributed import Client, LocalCluster
 import sollol_dask as sd
 from sollol_dask.sim import PROFILES, SimProcess
 
-from ._common import MODEL, capacity, texts
+from ._common import LARGEST_BATCH, MODEL, capacity, texts
 
 WORKERS = 2
 
@@ -111,7 +111,7 @@ def run_scenario(profiles, n: int, *, methods=("seed", "round_robin", "sollol_da
     """Run each method on fresh nodes; ``outage=(node, start, end)`` kills that node at
     ``start`` and restarts it at ``end`` (fractions of the expected run time)."""
     items = texts(n)
-    cap = capacity(profiles, items, 64)
+    cap = capacity(profiles, items)
     out: dict = {"nodes": list(profiles), "texts": n, "capacity": cap}
     with LocalCluster(n_workers=WORKERS, threads_per_worker=4, processes=True,
                       host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
@@ -136,7 +136,7 @@ def run_scenario(profiles, n: int, *, methods=("seed", "round_robin", "sollol_da
             effective = cap
             if outage:
                 node, start, end = outage
-                lost = PROFILES[profiles[node]].capacity(items, 64) * (end - start) * (n / cap)
+                lost = PROFILES[profiles[node]].capacity(items, LARGEST_BATCH) * (end - start) * (n / cap)
                 effective = cap - lost / seconds
             out[method] = {"seconds": seconds, "rate": n / seconds,
                            "efficiency": n / seconds / effective}

@@ -28,6 +28,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 
 CANCELLED = "cancelled"
+# Failures that say the request was wrong for the server (too long, too many inputs, a bad
+# argument), not that the node is unwell: counted, but they never eject a node.
+REQUEST_FAULTS = frozenset({"too-long", "too-big", "caller"})
 # Upper bounds (seconds) of the latency histogram buckets; the last one is +Inf.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
 
@@ -54,6 +57,7 @@ class NodeSlots:
     ejections: int = 0
     retry_at: float = 0.0
     seconds_per_text: float | None = None  # EWMA of latency / texts, queueing included
+    max_batch: int | None = None  # the most texts the server accepted per request, if limited
     requests: int = 0
     texts: int = 0
     errors: Counter = dataclasses.field(default_factory=Counter)
@@ -170,10 +174,22 @@ class SlotBalancer:
         latency (short tails on slow nodes, few requests on fast ones), within
         ``smallest``..``largest``; ``first`` until the node is measured, so a slow node
         is known after one short batch instead of holding a long one."""
-        spt = self.nodes[name].seconds_per_text
-        if not spt:
+        s = self.nodes[name]
+        if s.max_batch:
+            largest = min(largest, s.max_batch)
+        if not s.seconds_per_text:
             return min(first, largest)
-        return max(min(smallest, largest), min(largest, int(target_seconds / spt)))
+        return max(min(smallest, largest), min(largest, int(target_seconds / s.seconds_per_text)))
+
+    def limit_batch(self, name: str, texts: int, allowed: int | None = None) -> None:
+        """``name`` refused a batch of ``texts`` as too large (TEI: over 32 inputs by
+        default): from now on send it at most ``allowed`` (when the server said its limit),
+        else half as many, so the limit costs a refusal or a few, not one per batch."""
+        s = self.nodes[name]
+        if allowed and 0 < allowed < texts:
+            s.max_batch = allowed if s.max_batch is None else min(s.max_batch, allowed)
+        elif s.max_batch is None or texts <= s.max_batch:  # not an older, larger batch
+            s.max_batch = max(1, texts // 2)
 
     def expected_seconds(self, name: str, texts: int) -> float | None:
         spt = self.nodes[name].seconds_per_text
@@ -211,6 +227,8 @@ class SlotBalancer:
                 )
             return
         s.errors[failure] += 1
+        if failure in REQUEST_FAULTS:
+            return
         s.consecutive_failures += 1
         if s.health is Health.UP and (hard or s.consecutive_failures >= self.eject_after):
             self.eject(name, f"{s.consecutive_failures} failure(s) in a row, last: {failure}")

@@ -33,8 +33,9 @@ class Embedder:
     ``nodes``: URL strings (Ollama) and/or :class:`Node` objects; ``None`` reads
     ``SOLLOL_NODES`` (comma-separated), then ``OLLAMA_HOST``, then http://127.0.0.1:11434.
 
-    Options (all keyword): ``batch_size`` (64 texts per request), ``max_batch_chars``
-    (64,000), ``truncate`` (True: the server truncates texts longer than the context;
+    Options (all keyword): ``batch_size`` (512 texts per request at most),
+    ``batch_seconds`` (1.0: a measured node gets about this much work per request),
+    ``max_batch_chars`` (256,000), ``truncate`` (True: the server truncates texts longer than the context;
     False: such a text raises ``InputError`` naming its row), ``keep_alive``,
     ``dimensions``, ``options`` (Ollama model options, sent identically every time),
     ``encoding`` ("base64" or "float", OpenAI route), ``max_attempts`` (6),

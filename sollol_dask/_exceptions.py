@@ -12,7 +12,7 @@
     └── OutputError               the output location cannot be written or does not
                                   match what a resumed run expects
 
-Foreign exceptions (httpx, orjson) are mapped to these in exactly one place, the router.
+Foreign exceptions are mapped to these in one place each: HTTP libraries in _transport, orjson in the backends.
 Messages never contain header values: nodes are shown by their redacted URL.
 """
 
@@ -42,6 +42,7 @@ class NodeError(SollolError):
     # failure shows the node is unreachable (connection refused, timeout).
     failure = None
     hard = False
+    max_inputs = None  # for a batch refused as too large: the server's limit, if it said
 
     def __init__(
         self, message: str, *, node: str, status: int | None = None, retryable: bool = True

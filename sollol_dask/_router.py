@@ -2,7 +2,7 @@
 
 One ``Router`` per process (per Dask worker, through the WorkerPlugin) runs on its own
 event-loop thread, so every thread of the process shares its pools and its balancer.
-This is the only module that sees httpx: its exceptions become ``NodeError`` here.
+HTTP goes through one pool per node (``_transport``), which raises ``NodeError`` only.
 
 A batch's life: wait for a slot (FIFO across all callers) -> the balancer names the best
 free node -> POST -> parse and check -> done; on a transient failure the slot is released
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import threading
 import time
 import warnings
 from collections.abc import Sequence
 
-import httpx
 import numpy as np
 import orjson
 
@@ -39,6 +37,7 @@ from ._loop import LoopThread
 from ._node import Node
 from ._settings import RouterSettings
 from ._slots import BrokerSlots, Grant, LocalSlots, Outcome
+from ._transport import NodePool, open_pool
 from .backends import BACKENDS, Failure, NodeInfo
 from .backends._base import input_too_long
 
@@ -71,7 +70,7 @@ class Router:
         self.infos: dict[str, NodeInfo] = {}
         self.reference: Reference | None = None
         self._loop: LoopThread | None = None
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._pools: dict[str, NodePool] = {}
         self.slots: LocalSlots | BrokerSlots = LocalSlots(self.balancer)
         self._ready: asyncio.Future | None = None
         self._supervisor: asyncio.Task | None = None
@@ -122,7 +121,7 @@ class Router:
         self.slots.fail_waiters(SollolError("router closed"))
         for task in list(self._warmers):
             task.cancel()
-        await asyncio.gather(*(c.aclose() for c in self._clients.values()), return_exceptions=True)
+        await asyncio.gather(*(p.aclose() for p in self._pools.values()), return_exceptions=True)
 
     # -- embedding -------------------------------------------------------------------
 
@@ -251,10 +250,14 @@ class Router:
                 if failure is Failure.TOO_LONG:
                     raise input_too_long(labels[0], name, str(err)) from None
                 raise err
-            middle = (batch.start + batch.stop) // 2  # bisect to find the row, or to fit
             job.in_flight.discard(batch)
-            job.requeue(Batch(middle, batch.stop))
-            job.requeue(Batch(batch.start, middle))
+            if failure is Failure.TOO_BIG:  # cut to the limit learnt (or half the batch)
+                self.balancer.limit_batch(name, batch.size, err.max_inputs)
+                step = min(self.balancer.nodes[name].max_batch, (batch.size + 1) // 2)
+            else:  # bisect to find the row
+                step = (batch.size + 1) // 2
+            for start in reversed(range(batch.start, batch.stop, step)):
+                job.requeue(Batch(start, min(start + step, batch.stop)))
             return True
         batch.tried.add(name)
         logger.info("batch of %d (rows %r..%r) failed on %s, attempt %d: %s",
@@ -322,42 +325,14 @@ class Router:
 
     async def _request(self, name: str, method: str, path: str, body: bytes | None,
                        timeout: float) -> tuple[int, bytes]:
-        """One HTTP exchange; every httpx failure becomes a ``NodeError`` here."""
-        client = self._client(name)
-        try:
-            response = await client.request(
-                method, path, content=body,
-                headers={"content-type": "application/json"} if body is not None else None,
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            )
-            return response.status_code, response.content
-        except httpx.TimeoutException:
-            err = NodeError(f"{name} did not answer within {timeout:.1f} s", node=name)
-            err.hard = True
-        except httpx.ConnectError as exc:
-            err = NodeError(f"cannot connect to {name} ({_reason(exc)}): is it running?", node=name)
-            err.hard = True
-        except httpx.TransportError as exc:
-            err = NodeError(f"connection to {name} failed: {_reason(exc)}", node=name)
-        err.failure = Failure.TRANSIENT
-        raise err
-
-    def _client(self, name: str) -> httpx.AsyncClient:
-        client = self._clients.get(name)
-        if client is None:
+        """One HTTP exchange; transport failures arrive as ``NodeError``."""
+        pool = self._pools.get(name)
+        if pool is None:
             node = self.nodes[name]
-            cap = self.balancer.nodes[name].cap
-            client = httpx.AsyncClient(
-                base_url=node.url,
-                headers=node.headers,
-                # Ollama speaks HTTP/1.1 only; h2 is offered for TLS endpoints (proxies).
-                http2=node.url.startswith("https://"),
-                verify=_tls_verify(self.settings.verify),
-                limits=httpx.Limits(max_connections=cap + 4, max_keepalive_connections=cap + 4),
-                trust_env=False,
-            )
-            self._clients[name] = client
-        return client
+            pool = self._pools[name] = open_pool(
+                name, node.url, node.headers, self.balancer.nodes[name].cap + 4,
+                self.settings.verify)
+        return await pool.request(method, path, body, timeout)
 
     # -- nodes leaving and joining -------------------------------------------------------
 
@@ -513,12 +488,6 @@ class Router:
         return out
 
 
-def _reason(exc: Exception) -> str:
-    # httpx messages can carry the URL; keep only the exception kind and the OS reason.
-    text = str(exc).split(" for url ")[0]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _unencodable(texts: list[str], labels: list, exc: Exception) -> InputError:
     for text, label in zip(texts, labels):
         try:
@@ -531,9 +500,3 @@ def _unencodable(texts: list[str], labels: list, exc: Exception) -> InputError:
             )
     return InputError(f"rows {labels[0]!r}..{labels[-1]!r} cannot be sent as JSON: {exc}")
 
-
-def _tls_verify(verify: bool | str):
-    """httpx's ``verify``: True/False, or an SSL context trusting a CA bundle file."""
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return verify

@@ -60,7 +60,8 @@ def _add_embed(sub) -> None:
     mode.add_argument("--overwrite", dest="overwrite", action="store_true",
                       help="delete earlier output in DST and start over")
     p.add_argument("--rows-per-part", type=int, default=4096)
-    p.add_argument("--batch-size", type=int, default=64, help="texts per request")
+    p.add_argument("--batch-size", type=int, default=512,
+                   help="texts per request at most (default 512; nodes get ~1 s of work each)")
     p.add_argument("--on-invalid", choices=("raise", "null"), default="raise",
                    help="non-text values: fail naming the row (default) or embed as null")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -123,7 +124,7 @@ def _add_sim(sub) -> None:
     p.add_argument("--slowdown", type=float, default=1.0, help="multiply model time")
     p.add_argument("--digest-variant", default="", help="report a different model digest")
     for fault in ("eof-every", "nan-every", "malformed-every", "truncated-every", "reset-every",
-                  "die-after", "hang-after"):
+                  "die-after", "hang-after", "max-inputs"):
         p.add_argument(f"--{fault}", type=int, default=0, metavar="N", help="fault injection")
     p.set_defaults(run=_run_sim)
 
@@ -136,7 +137,8 @@ def _run_sim(args) -> int:
     faults = Faults(eof_every=args.eof_every, nan_every=args.nan_every,
                     malformed_every=args.malformed_every, truncated_every=args.truncated_every,
                     reset_every=args.reset_every, die_after=args.die_after,
-                    hang_after=args.hang_after, slowdown=args.slowdown)
+                    hang_after=args.hang_after, max_inputs=args.max_inputs,
+                    slowdown=args.slowdown)
     node = SimNode(args.profile, model=args.model, dimension=args.dimension, host=args.host,
                    port=args.port, digest_variant=args.digest_variant, faults=faults, **changes)
 

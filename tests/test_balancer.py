@@ -154,6 +154,24 @@ def test_batch_size_follows_measured_speed(clock):
     assert bal.expected_seconds("n1", 10) == 10.0 and bal.expected_seconds("n0", 0) == 0.0
 
 
+
+def test_a_refused_batch_size_halves_that_nodes_batches_for_good(clock):
+    bal = make(clock, caps=(2, 2))
+    bal.choose(), bal.choose()
+    bal.release("n0", texts=64, seconds=0.64)
+    bal.limit_batch("n0", 64)  # e.g. TEI's 422 above 32 inputs
+    assert bal.batch_size_for("n0", largest=512, target_seconds=2.0) == 32
+    bal.limit_batch("n0", 32)
+    assert bal.batch_size_for("n0", largest=512, target_seconds=2.0) == 16
+    bal.limit_batch("n0", 64)  # a late refusal of an older, larger batch changes nothing
+    assert bal.batch_size_for("n0", largest=512, target_seconds=2.0) == 16
+    assert bal.batch_size_for("n1", largest=512, target_seconds=2.0) == 16  # unmeasured
+    assert bal.batch_size_for("n0", largest=8, target_seconds=2.0) == 8
+    bal.limit_batch("n1", 200, allowed=32)  # the server said its limit
+    bal.choose(), bal.choose()
+    bal.release("n1", texts=64, seconds=0.64)
+    assert bal.batch_size_for("n1", largest=512, target_seconds=2.0) == 32
+
 def test_nodes_can_be_added_while_running(clock):
     bal = SlotBalancer([], [], clock=clock)
     bal.add_node("a", 2)

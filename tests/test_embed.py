@@ -38,6 +38,18 @@ def test_every_row_exact_in_order_across_nodes_of_different_speed(sims):
         assert stats[node.url]["max_inflight_seen"] <= 2
 
 
+
+def test_a_server_batch_limit_costs_a_few_refusals_then_batches_fit(sims):
+    # TEI answers 422 above 32 inputs, saying so; the first batches are 16 (node not yet
+    # measured), the speed-sized ones after are larger: refused while the limit is unknown
+    # (one per lane in flight at most), then sent at the limit.
+    node = sims("instant", faults=Faults(max_inputs=32))
+    with embedder([sd.Node(node.url, api="openai")], batch_size=512) as emb:
+        vectors = emb.embed(TEXTS * 4)
+    assert np.array_equal(vectors[:300], EXPECTED) and np.array_equal(vectors[900:], EXPECTED)
+    assert node.counters.texts == 300 + 1  # identical texts embedded once; +1: the probe
+    assert 1 <= node.counters.errors <= 4  # the node's cap: 4 lanes in flight
+
 def test_in_flight_cap_holds_from_many_threads(sims):
     node = sims("gpu")
     with embedder([node]) as emb:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -118,6 +119,10 @@ class Backend:
         err = NodeError(f"{node} answered HTTP {status}: {text} ({hint})", node=node, status=status,
                         retryable=kind not in (Failure.CALLER, Failure.TOO_LONG))
         err.failure = kind
+        if kind is Failure.TOO_BIG:
+            # TEI: "batch size 64 > maximum allowed batch size 32": the limit, when said.
+            limit = re.search(r"maximum allowed batch size (\d+)", lower)
+            err.max_inputs = int(limit.group(1)) if limit else None
         return err
 
 

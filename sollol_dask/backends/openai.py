@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Sequence
 
@@ -28,17 +27,23 @@ class OpenAIBackend(Backend):
     def parse_embed(self, content: bytes, count: int, node: str) -> np.ndarray:
         try:
             items = orjson.loads(content)["data"]
-            items = sorted(items, key=lambda item: item["index"])
-            vectors = [_vector(item["embedding"]) for item in items]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
+            items.sort(key=lambda item: item["index"])
+            values = [item["embedding"] for item in items]
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise malformed(node, f"{type(exc).__name__}: {exc}") from None
-        if len(vectors) != count:
-            return check_matrix(np.empty((len(vectors), 0), np.float32), count, node)
+        if len(values) != count:
+            return check_matrix(np.empty((len(values), 0), np.float32), count, node)
         if count == 0:
             return np.empty((0, 0), np.float32)
-        if len({len(v) for v in vectors}) != 1:
-            raise malformed(node, "vectors of different lengths in one response")
-        return check_matrix(np.stack(vectors), count, node)
+        if isinstance(values[0], str):
+            matrix = _decode_base64(values, node)
+        else:
+            try:
+                matrix = np.array(values, dtype=np.float32)
+            except (ValueError, TypeError) as exc:
+                raise malformed(node, f"vectors are not numeric lists of one length ({exc})") \
+                    from None
+        return check_matrix(matrix, count, node)
 
     async def describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
         info = NodeInfo(loaded=True)
@@ -63,7 +68,14 @@ class OpenAIBackend(Backend):
         return info
 
 
-def _vector(value: object) -> np.ndarray:
-    if isinstance(value, str):
-        return np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4").astype(np.float32)
-    return np.asarray(value, dtype=np.float32)
+def _decode_base64(values: list, node: str) -> np.ndarray:
+    """Little-endian float32 vectors, one base64 string each, as one (n, dim) matrix:
+    decoded string by string (binascii, C) and joined, so numpy sees one buffer."""
+    try:
+        raw = [binascii.a2b_base64(v, strict_mode=True) for v in values]
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise malformed(node, f"bad base64 vector ({type(exc).__name__}: {exc})") from None
+    width = len(raw[0])
+    if width % 4 or any(len(r) != width for r in raw):
+        raise malformed(node, "base64 vectors of different lengths in one response")
+    return np.frombuffer(b"".join(raw), dtype="<f4").reshape(len(raw), -1).astype(np.float32, copy=False)

@@ -150,6 +150,9 @@ class _Embed(_Base):
             msg = ("server busy, please try again.  maximum pending requests exceeded"
                    if faults.burst_status == 503 else "llama runner process has terminated")
             return self._fail(faults.burst_status, msg)
+        if faults.max_inputs and len(texts) > faults.max_inputs:
+            return self._fail(422, f"batch size {len(texts)} > maximum allowed batch size "
+                                   f"{faults.max_inputs}")
         model = data.get("model") or ""
         if not node.serves(model):
             return self._fail(404, f'model "{model}" not found, try pulling it first')

@@ -37,7 +37,8 @@ class Faults:
     ``*_every=N`` fails every Nth embed request (counting all of them); ``burst_status``
     answers ``burst_count`` requests with that status starting after ``burst_after``
     requests; ``die_after``/``hang_after`` make the node stop (connections refused) or stop
-    answering after N requests; ``slowdown`` multiplies model time.
+    answering after N requests; ``slowdown`` multiplies model time; ``max_inputs`` refuses
+    requests with more inputs with a 422, as TEI does above its ``--max-client-batch-size``.
     """
 
     eof_every: int = 0
@@ -50,6 +51,7 @@ class Faults:
     burst_count: int = 0
     die_after: int = 0
     hang_after: int = 0
+    max_inputs: int = 0
     slowdown: float = 1.0
 
 

@@ -1,0 +1,170 @@
+"""One connection pool per node, and the one place where HTTP libraries' exceptions
+become ``NodeError``.
+
+``http://`` nodes (Ollama, llama-server, TEI on a LAN: HTTP/1.1) go through aiohttp: its
+C HTTP/1.1 parser costs about a quarter of httpx's pure-Python CPU per request
+(benchmarks/README.md, scenario 5), and with fast nodes the client's own CPU is what
+limits a worker. ``https://`` nodes go through httpx, which can offer HTTP/2 to the TLS
+proxies such nodes usually sit behind.
+
+A pool is created lazily on the router's event loop (aiohttp sessions belong to a loop)
+and only ever used there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import aiohttp
+import httpx
+import yarl
+
+from ._exceptions import NodeError
+from .backends import Failure
+
+_CONNECT_SECONDS = 5.0  # a node that does not accept a connection in this time is down
+_JSON = {"Content-Type": "application/json"}
+
+
+class NodePool:
+    """``request(method, path, body, timeout) -> (status, body)`` on one node."""
+
+    def __init__(self, name: str, url: str, headers: dict[str, str] | None, connections: int,
+                 verify: bool | str) -> None:
+        self.name = name
+        self.url = url.rstrip("/")
+        self.headers = dict(headers or {})
+        self.connections = connections
+        self.verify = verify
+
+    async def request(self, method: str, path: str, body: bytes | None,
+                      timeout: float) -> tuple[int, bytes]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    # -- the errors every pool raises ------------------------------------------------
+
+    def _timeout(self, timeout: float) -> NodeError:
+        err = NodeError(f"{self.name} did not answer within {timeout:.1f} s", node=self.name)
+        err.failure, err.hard = Failure.TRANSIENT, True
+        return err
+
+    def _refused(self, reason: str) -> NodeError:
+        err = NodeError(f"cannot connect to {self.name} ({reason}): is it running?",
+                        node=self.name)
+        err.failure, err.hard = Failure.TRANSIENT, True
+        return err
+
+    def _broken(self, reason: str) -> NodeError:
+        err = NodeError(f"connection to {self.name} failed: {reason}", node=self.name)
+        err.failure = Failure.TRANSIENT
+        return err
+
+
+class Http1Pool(NodePool):
+    """aiohttp keep-alive connections to a plain ``http://`` node."""
+
+    _session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self.headers,
+                connector=aiohttp.TCPConnector(limit=self.connections),
+                trust_env=False,  # as httpx's trust_env=False: no proxies from the env
+            )
+            self._urls: dict[str, yarl.URL] = {}
+        return self._session
+
+    async def request(self, method: str, path: str, body: bytes | None,
+                      timeout: float) -> tuple[int, bytes]:
+        session = self._open()
+        url = self._urls.get(path)
+        if url is None:  # parsed once per path: yarl parsing is a visible per-request cost
+            url = self._urls[path] = yarl.URL(self.url + path)
+        try:
+            async with session.request(
+                method, url, data=body, headers=_JSON if body is not None else None,
+                timeout=aiohttp.ClientTimeout(total=timeout,
+                                              sock_connect=min(timeout, _CONNECT_SECONDS)),
+                allow_redirects=False,  # as httpx: never re-send a body (or headers) elsewhere
+            ) as response:
+                return response.status, await response.read()
+        except asyncio.TimeoutError:  # aiohttp's ServerTimeoutError is one too
+            raise self._timeout(timeout) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise self._refused(_os_reason(exc)) from None
+        except aiohttp.ClientError as exc:
+            raise self._broken(_aiohttp_reason(exc)) from None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class Http2Pool(NodePool):
+    """httpx connections to an ``https://`` node, HTTP/2 when the server offers it."""
+
+    _client: httpx.AsyncClient | None = None
+
+    def _open(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.url, headers=self.headers, http2=True,
+                verify=tls_verify(self.verify),
+                limits=httpx.Limits(max_connections=self.connections,
+                                    max_keepalive_connections=self.connections),
+                trust_env=False,
+            )
+        return self._client
+
+    async def request(self, method: str, path: str, body: bytes | None,
+                      timeout: float) -> tuple[int, bytes]:
+        client = self._open()
+        try:
+            response = await client.request(
+                method, path, content=body, headers=_JSON if body is not None else None,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_SECONDS)))
+            return response.status_code, response.content
+        except httpx.TimeoutException:
+            raise self._timeout(timeout) from None
+        except httpx.ConnectError as exc:
+            raise self._refused(_httpx_reason(exc)) from None
+        except httpx.TransportError as exc:
+            raise self._broken(_httpx_reason(exc)) from None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def open_pool(name: str, url: str, headers: dict[str, str] | None, connections: int,
+              verify: bool | str) -> NodePool:
+    kind = Http2Pool if url.startswith("https://") else Http1Pool
+    return kind(name, url, headers, connections, verify)
+
+
+def tls_verify(verify: bool | str):
+    """httpx's ``verify``: True/False, or an SSL context trusting a CA bundle file."""
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return verify
+
+
+# Reasons name the exception kind and the OS's words, never a URL or a header.
+
+def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
+    return f"{type(exc).__name__}: {exc.os_error.strerror or exc.os_error}"
+
+
+def _aiohttp_reason(exc: aiohttp.ClientError) -> str:
+    text = str(exc).split(", url=")[0]  # ClientResponseError appends the URL
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _httpx_reason(exc: Exception) -> str:
+    text = str(exc).split(" for url ")[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
