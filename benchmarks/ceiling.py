@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 
@@ -15,13 +16,18 @@ from sollol_dask.backends import BACKENDS
 from ._common import MODEL, texts
 
 
-def _bare_parse_seconds(body: bytes, api: str, count: int, repeat: int = 50) -> float:
-    """CPU seconds to parse one response into a float32 matrix, per embedding."""
+def _bare_parse_seconds(body: bytes, api: str, count: int, rounds: int = 9) -> float:
+    """CPU seconds to parse one response into a float32 matrix, per embedding: the median
+    of ``rounds`` rounds of at least 0.2 s each (this shared machine is noisy)."""
     backend = BACKENDS[api]
-    started = time.process_time()
-    for _ in range(repeat):
-        backend.parse_embed(body, count, "bench")
-    return (time.process_time() - started) / repeat / count
+    per_round = []
+    for _ in range(rounds):
+        started, repeats = time.process_time(), 0
+        while time.process_time() - started < 0.2:
+            backend.parse_embed(body, count, "bench")
+            repeats += 1
+        per_round.append((time.process_time() - started) / repeats / count)
+    return statistics.median(per_round)
 
 
 def client_ceiling(seconds_per_point: float = 4.0, call_size: int = 4096) -> dict:
