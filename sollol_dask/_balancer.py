@@ -153,6 +153,10 @@ class SlotBalancer:
         speed = s.speed
         return (speed is None, speed or 0.0, s.weight, -s.inflight, -self._order[s.name])
 
+    def usable_slots(self) -> int:
+        """Slots of every node that is or may become usable (all but excluded ones)."""
+        return sum(s.cap for s in self.nodes.values() if s.health is not Health.EXCLUDED)
+
     def has_usable_node(self) -> bool:
         """True while some node is up or may come back (ejected or being probed)."""
         return any(s.health is not Health.EXCLUDED for s in self.nodes.values())
@@ -252,9 +256,10 @@ class SlotBalancer:
         if s.health is Health.EXCLUDED:
             return
         if ok:
+            # The last measured speed is kept: timeouts stay tight, so a node that answers
+            # probes but hangs on embeddings costs one short timeout again, not the
+            # first-request allowance (a model found cold is warmed before it rejoins).
             s.health, s.reason, s.consecutive_failures = Health.UP, "", 0
-            # Start from a clean measurement: the node may have restarted cold.
-            s.seconds_per_text = None
         else:
             self.eject(name, reason or "probe failed")
 

@@ -1,4 +1,5 @@
-"""Identical texts are embedded once: ``dedupe`` maps a list to its distinct texts.
+"""Identical texts are embedded once (``dedupe``); near a job's end, batches shrink so
+every slot gets a share (``tail_size``).
 
 Batches themselves are cut when a slot is granted (``_job.Job.take``), sized per node."""
 
@@ -20,3 +21,16 @@ def dedupe(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
         inverse[i] = index.setdefault(text, len(index))
     return list(index), inverse
 
+
+
+def tail_size(size: int, remaining: int, slots: int) -> int:
+    """The batch to cut when ``remaining`` texts are left for ``slots`` slots fleet-wide,
+    ``size`` being the node's speed-sized batch.
+
+    Guided self-scheduling: once fewer texts are left than a full batch for every slot,
+    batches shrink to an equal share, so the nodes finish together instead of one holding
+    the last long batch while the others idle. Never below a quarter of ``size``, which
+    keeps the per-request overhead of those last batches bounded.
+    """
+    share = -(-remaining // max(1, slots))
+    return max(-(-size // 4), min(size, share))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import deque
 
 import numpy as np
@@ -35,6 +36,8 @@ class Job:
         self._cursor = 0
         self._requeued: deque[Batch] = deque()
         self.in_flight: set[Batch] = set()
+        # Slots go to the oldest job first, across the cluster: wall-clock start time.
+        self.priority = time.time()
 
     def take(self, size: int) -> Batch | None:
         """The next batch: a requeued one first, else up to ``size`` texts and
@@ -52,6 +55,11 @@ class Job:
             stop += 1
         self._cursor = stop
         return Batch(start, stop)
+
+    @property
+    def untaken(self) -> int:
+        """Texts not handed out yet (requeued batches included)."""
+        return len(self.texts) - self._cursor + sum(b.size for b in self._requeued)
 
     def requeue(self, batch: Batch) -> None:
         self._requeued.appendleft(batch)

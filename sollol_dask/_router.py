@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from ._balancer import CANCELLED, Health, SlotBalancer, backoff_delay
-from ._batching import dedupe
+from ._batching import dedupe, tail_size
 from ._job import Batch, Job
 from ._exceptions import (
     BadResponseError,
@@ -157,17 +157,21 @@ class Router:
     def _lane_count(self, job: Job) -> int:
         # One lane per slot the fleet has (no more can be in flight), and no more lanes
         # than small batches in the job.
-        slots = sum(s.cap for s in self.balancer.nodes.values() if s.health is not Health.EXCLUDED)
-        return max(1, min(slots, -(-len(job.texts) // 8), 256))
+        return max(1, min(self.balancer.usable_slots(), -(-len(job.texts) // 8), 256))
 
     async def _lane(self, job: Job) -> None:
         """Take a slot, cut a batch for that node, send it; retry or hedge; until done."""
         batch: Batch | None = None
+        elsewhere: frozenset[str] = frozenset()  # a hedge looks for another node next
         while True:
-            grant = await self._acquire(frozenset(batch.tried) if batch else frozenset())
+            # A lane with nothing left to take looks for a hedge: a spare slot.
+            grant = await self._acquire(frozenset(batch.tried) if batch else elsewhere,
+                                        job.priority, spare=batch is None and job.untaken == 0)
             if batch is None:
                 size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
                                                     self.settings.batch_seconds)
+                if not grant.contended:  # nothing else waits: maybe the run's tail
+                    size = tail_size(size, job.untaken, self.balancer.usable_slots())
                 batch = job.take(size)
                 if batch is None:
                     target, later = self._hedge_target(job, grant.node)
@@ -179,6 +183,7 @@ class Router:
                         if later is None:
                             return
                         await asyncio.sleep(later)  # a copy may pay off then: look again
+                        elsewhere = frozenset({grant.node})
                         continue
                     target.hedged = True
                     await self._attempt(job, target, grant, hedge=True)
@@ -186,13 +191,14 @@ class Router:
             if await self._attempt(job, batch, grant):
                 batch = None
 
-    async def _acquire(self, avoid: frozenset[str]) -> Grant:
+    async def _acquire(self, avoid: frozenset[str], priority: float,
+                       spare: bool = False) -> Grant:
         while True:
             if not self.balancer.has_usable_node():
                 raise self._no_node_error()
             if not self.balancer.any_up():
                 await self._wait_for_up_node()
-            grant = await self.slots.acquire(avoid)
+            grant = await self.slots.acquire(avoid, priority, spare)
             if grant is not None:
                 return grant
 
@@ -277,19 +283,22 @@ class Router:
         in how many seconds one may qualify (None: never, so the lane can stop).
 
         A copy pays off when the holder's expected remaining time exceeds 1.5x the time
-        ``fast`` needs. A holder not measured yet is judged by how long the batch has run:
-        it qualifies once it has run 1.5x what ``fast`` needs."""
+        ``fast`` needs. A holder not measured yet, or overdue (a batch sent before its node
+        was measured keeps that request's long timeout), is judged by how long the batch
+        has run: it qualifies once it has run 1.5x what ``fast`` needs."""
         now = self.clock()
         best, best_gain, later = None, 0.0, None
         for batch in job.in_flight:
-            if batch.done or batch.hedged or fast in batch.running:
+            if batch.done or batch.hedged:
                 continue
             mine = self.balancer.expected_seconds(fast, batch.size)
-            if mine is None:
+            if mine is None or fast in batch.running:
+                # Another node may take a copy: keep looking.
+                later = _RECHECK_HEDGE if later is None else min(later, _RECHECK_HEDGE)
                 continue
             for node, (_, started) in batch.running.items():
                 theirs = self.balancer.expected_seconds(node, batch.size)
-                if theirs is None:
+                if theirs is None or now > started + theirs:  # unmeasured, or overdue
                     gain = (now - started) - mine
                     if gain <= 0.5 * mine:
                         wait = started + 1.5 * mine - now

@@ -1,7 +1,11 @@
 """Where a router gets its slots: from its own balancer, or from the cluster's broker.
 
 A slot is the right to have one request in flight on one node. ``LocalSlots`` hands out
-the slots of this process's balancer to waiting batches, oldest first. On a Dask cluster
+the slots of this process's balancer to waiting batches, those of the oldest job first
+(then first come, first served): jobs (partitions) then finish one after another, and
+the next one is already waiting for slots when one ends, instead of all running jobs
+advancing together, ending together and leaving the nodes idle while Dask starts the
+next tasks. On a Dask cluster
 every worker has its own router, and per-worker caps would put W x cap requests on one
 Ollama node; so there ``BrokerSlots`` asks the ``SlotBroker`` (a SchedulerPlugin running
 the same pure balancer over the whole cluster) for a lease per batch. The router keeps
@@ -12,11 +16,11 @@ which nodes it cannot use.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -46,15 +50,19 @@ class Outcome:
 
 
 class LocalSlots:
-    """Slots of this process's balancer, handed to waiters in FIFO order."""
+    """Slots of this process's balancer, handed to waiters oldest job first."""
 
     def __init__(self, balancer: SlotBalancer) -> None:
         self.balancer = balancer
-        self._waiters: deque[tuple[asyncio.Future, frozenset[str]]] = deque()
+        # (spare, job priority, arrival, future, nodes to avoid), kept sorted
+        self._waiters: list[tuple[bool, float, int, asyncio.Future, frozenset[str]]] = []
+        self._arrivals = itertools.count()
 
-    async def acquire(self, avoid: frozenset[str]) -> Grant:
+    async def acquire(self, avoid: frozenset[str], priority: float = 0.0,
+                      spare: bool = False) -> Grant:
+        """A slot; ``spare``: for a hedge copy, served only after every other request."""
         future = asyncio.get_running_loop().create_future()
-        self._waiters.append((future, avoid))
+        bisect.insort(self._waiters, (spare, priority, next(self._arrivals), future, avoid))
         self.wake()
         try:
             node = await future
@@ -71,31 +79,32 @@ class LocalSlots:
         self.wake()
 
     def wake(self) -> None:
-        """Hand free slots to waiting batches, oldest first."""
-        kept: deque = deque()
-        while self._waiters:
-            future, avoid = self._waiters.popleft()
+        """Hand free slots to waiting batches, oldest job first."""
+        kept = []
+        for i, entry in enumerate(self._waiters):
+            future, avoid = entry[3], entry[4]
             if future.done():
                 continue
             name = self.balancer.choose(avoid)
             if name is None:
-                kept.append((future, avoid))
+                kept.append(entry)
                 if not self.balancer.has_free_slot():
+                    kept.extend(self._waiters[i + 1:])
                     break
                 continue
             future.set_result(name)
-        kept.extend(self._waiters)
         self._waiters = kept
 
     def fail_waiters(self, error: Exception) -> None:
-        while self._waiters:
-            future, _ = self._waiters.popleft()
-            if not future.done():
-                future.set_exception(error)
+        waiters, self._waiters = self._waiters, []
+        for entry in waiters:
+            if not entry[3].done():
+                entry[3].set_exception(error)
 
     @property
     def waiting(self) -> bool:
-        return any(not f.done() for f, _ in self._waiters)
+        """Requests for new work are waiting (spare ones for hedge copies do not count)."""
+        return any(not entry[0] and not entry[3].done() for entry in self._waiters)
 
 
 class BrokerSlots:
@@ -109,14 +118,16 @@ class BrokerSlots:
         self._worker = worker
         self._caps = caps
 
-    async def acquire(self, avoid: frozenset[str]) -> Grant | None:
+    async def acquire(self, avoid: frozenset[str], priority: float = 0.0,
+                      spare: bool = False) -> Grant | None:
         """A lease, or None when none came within the broker's wait (the router then
         checks its nodes and asks again)."""
         while True:
             unusable = [s.name for s in self.balancer.nodes.values() if s.health is not Health.UP]
             request = asyncio.ensure_future(self._call(
                 "sollol_slots_acquire", worker=self._worker, nodes=self._caps(),
-                avoid=sorted(avoid), unusable=unusable, timeout=_BROKER_WAIT))
+                avoid=sorted(avoid), unusable=unusable, timeout=_BROKER_WAIT,
+                priority=priority, spare=spare))
             try:
                 granted = await asyncio.shield(request)
             except asyncio.CancelledError:
@@ -173,7 +184,9 @@ class SlotBroker(SchedulerPlugin):
     """Cluster-wide per-node slots on the scheduler: caps hold across all workers.
 
     Handlers: ``sollol_slots_acquire`` (waits up to ``timeout`` for a lease on the best
-    free node, FIFO across workers) and ``sollol_slots_release``. Leases of a worker that
+    free node; the oldest job's requests first, then first come, first served, across all
+    workers; "spare" requests, for hedge copies, only when no other request wants the
+    slot) and ``sollol_slots_release``. Leases of a worker that
     leaves the cluster are taken back. Node health is each worker's business: workers
     pass the nodes they cannot use.
     """
@@ -183,7 +196,9 @@ class SlotBroker(SchedulerPlugin):
 
     async def start(self, scheduler) -> None:
         self.balancer = SlotBalancer([], [], clock=time.monotonic, eject_after=2**31)
-        self.waiters: deque = deque()
+        # (spare, job priority, arrival, future, worker, nodes to avoid, nodes banned), sorted
+        self.waiters: list[tuple] = []
+        self._arrivals = itertools.count()
         self.leases: dict[int, tuple[str, str]] = {}  # lease -> (worker, node)
         # Workers that left: a request of theirs still waiting here (its handler outlives
         # the dead connection) must not be granted a lease nobody would give back.
@@ -194,15 +209,17 @@ class SlotBroker(SchedulerPlugin):
         scheduler.handlers["sollol_slots_state"] = self.state
 
     async def acquire(self, worker: str, nodes: dict[str, int], avoid=(), unusable=(),
-                      timeout: float = _BROKER_WAIT) -> dict | None:
+                      timeout: float = _BROKER_WAIT, priority: float = 0.0,
+                      spare: bool = False) -> dict | None:
         for name, cap in nodes.items():
             self.balancer.add_node(name, cap)
         # Several configurations share the broker (caps belong to nodes, not to runs):
         # grant only among the nodes this router uses.
         banned = frozenset(unusable) | (frozenset(self.balancer.nodes) - frozenset(nodes))
         future = asyncio.get_running_loop().create_future()
-        entry = (future, worker, frozenset(avoid), banned)
-        self.waiters.append(entry)
+        entry = (bool(spare), priority, next(self._arrivals), future, worker,
+                 frozenset(avoid), banned)
+        bisect.insort(self.waiters, entry)
         self._dispatch()
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -242,11 +259,10 @@ class SlotBroker(SchedulerPlugin):
         self._dispatch()
 
     def _dispatch(self) -> None:
-        kept: deque = deque()
+        kept: list[tuple] = []
         granted: list[asyncio.Future] = []
-        while self.waiters:
-            entry = self.waiters.popleft()
-            future, worker, avoid, unusable = entry
+        for entry in self.waiters:
+            _, _, _, future, worker, avoid, unusable = entry
             if future.done():
                 continue
             if worker in self.gone:
@@ -261,6 +277,7 @@ class SlotBroker(SchedulerPlugin):
             future.set_result({"node": node, "lease": lease, "contended": False})
             granted.append(future)
         self.waiters = kept
-        if kept:  # requests still waiting: the slots just granted are wanted elsewhere too
+        # Requests for new work still waiting: the slots just granted are wanted elsewhere.
+        if any(not entry[0] for entry in kept):
             for future in granted:
                 future.result()["contended"] = True

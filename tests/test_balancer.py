@@ -109,14 +109,15 @@ def test_timeout_generous_until_measured_then_scaled(clock):
     assert bal.timeout_for("n0", 1) == 5.0
 
 
-def test_probe_success_forgets_old_speed(clock):
-    bal = make(clock, caps=(1,))
+def test_a_restored_node_keeps_its_speed_and_tight_timeouts(clock):
+    bal = make(clock, caps=(1,), first_timeout=120.0)
     bal.choose()
     bal.release("n0", texts=10, seconds=1.0)
     assert bal.nodes["n0"].speed == 10.0
     bal.eject("n0", "x")
     bal.probe_result("n0", True)
-    assert bal.nodes["n0"].speed is None
+    assert bal.nodes["n0"].speed == 10.0
+    assert bal.timeout_for("n0", 10) == 10.0  # not the 120 s first-request allowance
 
 
 def test_excluded_node_is_never_restored(clock):

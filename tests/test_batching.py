@@ -1,6 +1,6 @@
 import numpy as np
 
-from sollol_dask._batching import dedupe
+from sollol_dask._batching import dedupe, tail_size
 
 
 def test_dedupe_keeps_first_seen_order_and_maps_back():
@@ -10,3 +10,12 @@ def test_dedupe_keeps_first_seen_order_and_maps_back():
     assert [unique[i] for i in inverse] == texts
     assert inverse.dtype == np.int64
 
+
+
+def test_batches_shrink_to_an_equal_share_near_the_end_but_not_below_a_quarter():
+    assert tail_size(64, remaining=10_000, slots=8) == 64  # plenty left: full batches
+    assert tail_size(64, remaining=256, slots=8) == 32  # 8 slots share what is left
+    assert tail_size(64, remaining=9, slots=8) == 16  # a quarter at least
+    assert tail_size(8, remaining=9, slots=8) == 2
+    assert tail_size(1, remaining=1, slots=8) == 1
+    assert tail_size(64, remaining=100, slots=0) == 64

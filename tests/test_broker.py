@@ -36,6 +36,41 @@ def test_leases_respect_caps_and_are_fifo_across_workers():
     run(scenario())
 
 
+
+def test_the_oldest_jobs_requests_are_served_first():
+    # Partitions then finish one after another instead of all together.
+    async def scenario():
+        broker = await started_broker()
+        held = await broker.acquire("w1", {"a": 1}, priority=5.0)
+        newer = asyncio.ensure_future(broker.acquire("w1", {"a": 1}, timeout=5, priority=9.0))
+        await asyncio.sleep(0)
+        older = asyncio.ensure_future(broker.acquire("w2", {"a": 1}, timeout=5, priority=5.0))
+        await asyncio.sleep(0)
+        broker.release("w1", [{"lease": held["lease"]}])
+        granted = await older  # arrived later, but its job started first
+        assert granted["node"] == "a" and not newer.done()
+        broker.release("w2", [{"lease": granted["lease"]}])
+        assert (await newer)["node"] == "a"
+    run(scenario())
+
+
+def test_spare_requests_for_hedge_copies_come_last_and_contend_with_nobody():
+    async def scenario():
+        broker = await started_broker()
+        held = await broker.acquire("w1", {"a": 1}, priority=1.0)
+        spare = asyncio.ensure_future(
+            broker.acquire("w1", {"a": 1}, timeout=5, priority=1.0, spare=True))
+        await asyncio.sleep(0)
+        work = asyncio.ensure_future(broker.acquire("w2", {"a": 1}, timeout=5, priority=9.0))
+        await asyncio.sleep(0)
+        broker.release("w1", [{"lease": held["lease"]}])
+        granted = await work  # new work first, even from a younger job
+        assert granted["contended"] is False  # a waiting spare request is not contention
+        assert not spare.done()
+        broker.release("w2", [{"lease": granted["lease"]}])
+        assert (await spare)["node"] == "a"
+    run(scenario())
+
 def test_configurations_sharing_the_broker_get_only_their_own_nodes():
     async def scenario():
         broker = await started_broker()

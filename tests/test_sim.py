@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import httpx
 import numpy as np
@@ -112,6 +113,20 @@ def test_time_model_and_profiles():
     assert PROFILES["llamacpp"].slots == 8
     assert PROFILES["instant"].service_seconds([text] * 100) == 0
     assert gpu.capacity([text] * 640, 64) == pytest.approx(640 / (10 * gpu.service_seconds([text] * 64)))
+
+
+def test_sim_counts_its_busy_slot_time(sims):
+    node = sims("cpu")
+    text = "w" * 256
+    before = time.time()
+    r = httpx.post(node.url + "/api/embed", json={"model": MODEL, "input": [text] * 3}, timeout=10)
+    assert r.status_code == 200
+    counters = httpx.get(node.url + "/sim/counters").json()
+    expected = PROFILES["cpu"].service_seconds([text] * 3)
+    assert counters["busy_seconds"] == pytest.approx(expected)
+    assert counters["texts"] == 3 and counters["requests"] == 1
+    assert before <= counters["first_busy"] < counters["last_busy"] <= time.time()
+    assert counters["last_busy"] - counters["first_busy"] == pytest.approx(expected, abs=0.01)
 
 
 def test_sim_command_serves_until_terminated():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import orjson
 import tornado.iostream
@@ -58,6 +59,14 @@ class Root(_Base):
 class Version(_Base):
     def get(self) -> None:
         self.reply({"version": VERSION})
+
+
+class SimCounters(_Base):
+    """``GET /sim/counters``: the sim's own counters (not an Ollama route), for benchmarks
+    and tests that run the node in another process."""
+
+    def get(self) -> None:
+        self.reply(dataclasses.asdict(self.node.counters))
 
 
 class Health(_Base):
@@ -255,4 +264,5 @@ ROUTES = [
     (r"/", Root), (r"/api/version", Version), (r"/health", Health), (r"/api/tags", Tags),
     (r"/api/ps", Ps), (r"/api/show", Show), (r"/api/embed", Embed),
     (r"/api/embeddings", LegacyEmbeddings), (r"/v1/embeddings", OpenAIEmbeddings),
+    (r"/sim/counters", SimCounters),
 ]

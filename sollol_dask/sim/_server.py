@@ -62,6 +62,11 @@ class Counters:
     errors: int = 0  # embed requests answered with an error
     inflight: int = 0
     max_inflight: int = 0
+    # Slot time spent embedding (summed over slots) and the wall-clock span (epoch seconds)
+    # from the first embedding to the last: busy / (slots x span) is how busy the node was.
+    busy_seconds: float = 0.0
+    first_busy: float | None = None
+    last_busy: float | None = None
 
 
 class SimNode:
@@ -193,6 +198,12 @@ class SimNode:
         start = max(now, self._slots[slot], ready)
         finish = start + self.profile.service_seconds(texts, self.faults.slowdown)
         self._slots[slot] = finish
+        if texts and finish > start:  # an empty request (a model load) is not embedding
+            epoch = time.time() - now  # loop time -> wall clock
+            c = self.counters
+            c.busy_seconds += finish - start
+            c.first_busy = start + epoch if c.first_busy is None else c.first_busy
+            c.last_busy = max(c.last_busy or 0.0, finish + epoch)
         if finish > now:
             await asyncio.sleep(finish - now)
         return True
