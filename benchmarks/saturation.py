@@ -38,8 +38,11 @@ def _seed(urls: list[str], items: list[str]) -> None:
         r.raise_for_status()
 
     clients = {u: httpx.Client(timeout=600) for u in urls}
+    # Interleaved over the nodes, so each has about 2 of the threads at any time.
+    order = [(u, int(i)) for k in range(max(len(idx) for idx in share))
+             for u, idx in zip(urls, share) if k < len(idx) for i in [idx[k]]]
     with concurrent.futures.ThreadPoolExecutor(2 * len(urls)) as pool:
-        jobs = [pool.submit(one, u, clients[u], int(i)) for u, idx in zip(urls, share) for i in idx]
+        jobs = [pool.submit(one, u, clients[u], i) for u, i in order]
         for job in jobs:
             job.result()
 

@@ -17,28 +17,37 @@ def _eff(entry: dict, method: str) -> str:
     return f"{entry[method]['efficiency']:.2f}" if method in entry else "-"
 
 
+def _setup(entry: dict) -> str:
+    seconds = entry.get("sollol_dask", {}).get("setup_seconds")
+    return f"{seconds:.1f}" if seconds is not None else "-"
+
+
 def main() -> None:
-    print("| scenario | seed | round_robin | sollol_dask | target | command |")
-    print("|---|---|---|---|---|---|")
+    print("| scenario | seed | round_robin | sollol_dask | target | sollol_dask set-up s "
+          "(untimed) | command |")
+    print("|---|---|---|---|---|---|---|")
     for name, label, target in (("s1_identical", "1. 4 identical Ollama-like nodes", "0.95"),
                                 ("s2_heterogeneous", "2. 1 GPU-like + 3 CPU-like nodes", "0.95"),
                                 ("s3_node_outage", "3. a node down from 30% to 70%", "0.90")):
         data = _load(name)
         if data:
             print(f"| {label} | {_eff(data, 'seed')} | {_eff(data, 'round_robin')} | "
-                  f"{_eff(data, 'sollol_dask')} | {target} | `python -m benchmarks {name}` |")
+                  f"{_eff(data, 'sollol_dask')} | {target} | {_setup(data)} | "
+                  f"`python -m benchmarks {name}` |")
     scale = _load("s4_scale_out") or {}
     for count, data in scale.items():
         print(f"| 4. scale-out, {count} CPU-like nodes | - | {_eff(data, 'round_robin')} | "
-              f"{_eff(data, 'sollol_dask')} | 0.95 | `python -m benchmarks s4_scale_out` |")
+              f"{_eff(data, 'sollol_dask')} | 0.95 | {_setup(data)} | "
+              f"`python -m benchmarks s4_scale_out` |")
     ceiling = _load("s5_client_ceiling") or {}
     if ceiling:
-        print("\n| client ceiling (scenario 5) | embeddings/s (1 process) | client CPU us/embedding "
-              "| bare parse us/embedding | ratio (target <= 1.5) |")
-        print("|---|---|---|---|---|")
+        print("\n| client ceiling (scenario 5) | embeddings/s (1 process) | texts per request "
+              "| client CPU us/embedding | bare parse us/embedding | ratio (target <= 1.5) |")
+        print("|---|---|---|---|---|---|")
         for key, row in ceiling.items():
-            print(f"| {key} | {row['embeddings_per_s']:.0f} | {row['client_cpu_us_per_embedding']:.1f}"
-                  f" | {row['bare_parse_us_per_embedding']:.1f} | {row['overhead_ratio']:.2f} |")
+            print(f"| {key} | {row['embeddings_per_s']:.0f} | {row.get('mean_batch', '-')} | "
+                  f"{row['client_cpu_us_per_embedding']:.1f} | "
+                  f"{row['bare_parse_us_per_embedding']:.1f} | {row['overhead_ratio']:.2f} |")
     llama = _load("s6_real_llama_server")
     if llama:
         print(f"\nScenario 6, real llama-server (MiniLM, 2 cores): plain batched loop "

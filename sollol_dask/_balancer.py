@@ -84,7 +84,7 @@ class SlotBalancer:
         clock: Callable[[], float],
         eject_after: int = 3,
         backoff: float = 1.0,
-        max_backoff: float = 5.0,
+        max_backoff: float = 2.0,  # a probe is a few cheap GETs; a node back soon works soon
         ewma_alpha: float = 0.3,
         min_timeout: float = 5.0,
         timeout_factor: float = 10.0,

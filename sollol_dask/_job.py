@@ -38,6 +38,10 @@ class Job:
         self.in_flight: set[Batch] = set()
         # Slots go to the oldest job first, across the cluster: wall-clock start time.
         self.priority = time.time()
+        self._stored = 0
+        self.finished = asyncio.Event()  # set when every row has its vector
+        if not texts:
+            self.finished.set()
 
     def take(self, size: int) -> Batch | None:
         """The next batch: a requeued one first, else up to ``size`` texts and
@@ -77,5 +81,8 @@ class Job:
         self.matrix[batch.start:batch.stop] = vectors
         batch.done = True
         self.in_flight.discard(batch)
+        self._stored += batch.size
+        if self._stored == len(self.texts):
+            self.finished.set()
         return True
 

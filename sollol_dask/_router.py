@@ -44,6 +44,9 @@ from .backends._base import input_too_long
 logger = logging.getLogger(__name__)
 _SUPERVISE_EVERY = 0.1  # seconds between checks for due probes and the all-down deadline
 _RECHECK_HEDGE = 0.5  # a lane that found the fleet busy looks for a hedge again after this
+# Batches expected to take less than this fraction of batch_seconds are not shrunk at a
+# job's end: their tail is short anyway, and more requests would cost client CPU.
+_TAIL_MATTERS = 0.25
 
 
 class FleetWarning(UserWarning):
@@ -144,14 +147,23 @@ class Router:
             first_label.setdefault(u, labels[i])
         job = Job(unique, [first_label[i] for i in range(len(unique))], ref.dimension,
                   self.settings.max_batch_chars)
-        lanes = [asyncio.ensure_future(self._lane(job)) for _ in range(self._lane_count(job))]
+        lanes = {asyncio.ensure_future(self._lane(job)) for _ in range(self._lane_count(job))}
+        finished = asyncio.ensure_future(job.finished.wait())
         try:
-            await asyncio.gather(*lanes)
-        except BaseException:
-            for lane in lanes:
-                lane.cancel()
-            await asyncio.gather(*lanes, return_exceptions=True)
-            raise
+            # Done when every row is stored: lanes still waiting to copy a batch that has
+            # meanwhile come back are not waited for. A lane's error ends the call.
+            while not finished.done():
+                done, lanes = await asyncio.wait(lanes | {finished},
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                lanes.discard(finished)
+                for lane in done - {finished}:
+                    lane.result()
+                if not lanes and not finished.done():
+                    raise SollolError(f"internal error: {job.untaken} rows were never sent")
+        finally:
+            for task in (*lanes, finished):
+                task.cancel()
+            await asyncio.gather(*lanes, finished, return_exceptions=True)
         return job.matrix[inverse]
 
     def _lane_count(self, job: Job) -> int:
@@ -170,7 +182,10 @@ class Router:
             if batch is None:
                 size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
                                                     self.settings.batch_seconds)
-                if not grant.contended:  # nothing else waits: maybe the run's tail
+                # Nothing else waits (maybe the run's tail) and a batch here is long enough
+                # for its tail to matter: share what is left over every slot.
+                expected = self.balancer.expected_seconds(grant.node, size) or 0.0
+                if not grant.contended and expected >= _TAIL_MATTERS * self.settings.batch_seconds:
                     size = tail_size(size, job.untaken, self.balancer.usable_slots())
                 batch = job.take(size)
                 if batch is None:
