@@ -46,7 +46,7 @@ _SUPERVISE_EVERY = 0.1  # seconds between checks for due probes and the all-down
 _RECHECK_HEDGE = 0.5  # a lane that found the fleet busy looks for a hedge again after this
 # Batches expected to take less than this fraction of batch_seconds are not shrunk at a
 # job's end: their tail is short anyway, and more requests would cost client CPU.
-_TAIL_MATTERS = 0.25
+_TAIL_MATTERS = 0.5
 
 
 class FleetWarning(UserWarning):
