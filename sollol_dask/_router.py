@@ -4,7 +4,7 @@ One ``Router`` per process (per Dask worker, through the WorkerPlugin) runs on i
 event-loop thread, so every thread of the process shares its pools and its balancer.
 HTTP goes through one pool per node (``_transport``), which raises ``NodeError`` only.
 
-A batch's life: wait for a slot (FIFO across all callers) -> the balancer names the best
+A batch's life: wait for a slot (oldest job first) -> the balancer names the best
 free node -> POST -> parse and check -> done; on a transient failure the slot is released
 with the outcome and the batch waits for a slot on another node, up to ``max_attempts``.
 """

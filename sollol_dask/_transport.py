@@ -69,6 +69,10 @@ class Http1Pool(NodePool):
 
     _session: aiohttp.ClientSession | None = None
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._urls: dict[str, yarl.URL] = {}  # parsed once per path
+
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
@@ -76,14 +80,13 @@ class Http1Pool(NodePool):
                 connector=aiohttp.TCPConnector(limit=self.connections),
                 trust_env=False,  # as httpx's trust_env=False: no proxies from the env
             )
-            self._urls: dict[str, yarl.URL] = {}
         return self._session
 
     async def request(self, method: str, path: str, body: bytes | None,
                       timeout: float) -> tuple[int, bytes]:
         session = self._open()
         url = self._urls.get(path)
-        if url is None:  # parsed once per path: yarl parsing is a visible per-request cost
+        if url is None:  # yarl parsing is a visible per-request cost
             url = self._urls[path] = yarl.URL(self.url + path)
         try:
             async with session.request(
