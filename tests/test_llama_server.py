@@ -11,6 +11,8 @@ import sollol_dask as sd
 
 from .llama import REFERENCE, LlamaServer
 
+pytestmark = pytest.mark.llama
+
 
 @pytest.fixture(scope="module")
 def llama():

@@ -170,6 +170,7 @@ def test_output_not_writable(client, sims, corpus, tmp_path):
         run(client, [sims("gpu")], corpus, blocker / "out")
 
 
+@pytest.mark.root
 def test_disk_full_keeps_whole_parts_and_resumes(client, sims, corpus, tmp_path):
     """A real full disk: a 2 MiB tmpfs as the output directory (the tests run as root)."""
     full = tmp_path / "full"
