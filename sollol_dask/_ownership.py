@@ -8,8 +8,8 @@ keeps an exclusive ``flock`` on it for the whole run. The kernel drops that floc
 the holder dies, however it dies, so "I got the flock, and the pid it names is gone from
 this host" proves the lock stale; the taker replaces it by an atomic rename while holding
 the old file's flock, so two takers cannot both win. On other filesystems (object
-stores) there is no atomic create: the lock is checked then written, which catches two
-runs started seconds apart but not a few milliseconds apart.
+stores) and on Windows there is no atomic create here: the lock is checked then written,
+which catches two runs started seconds apart but not a few milliseconds apart.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -28,6 +27,11 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ._exceptions import ConfigurationError, OutputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the check-then-write lock is used there
+    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +56,15 @@ class RunLock:
                   "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   "process_start": _process_start(os.getpid())}
         data = json.dumps(holder).encode()
-        if isinstance(fs, LocalFileSystem):
+        if isinstance(fs, LocalFileSystem) and fcntl is not None:
             return cls(fs, path, token, _acquire_local(dst, path, token, data))
         _acquire_elsewhere(fs, dst, path, data)
         return cls(fs, path, token, None)
 
     def release(self) -> None:
-        """Remove the lock if it is still ours (a release after a failure is safe too)."""
+        """Remove the lock if it is still ours; releasing twice is harmless."""
+        if isinstance(self.fs, LocalFileSystem) and fcntl is not None and self._fd is None:
+            return  # released already
         if self._fd is None:
             with contextlib.suppress(OSError, ValueError):
                 if json.loads(self.fs.cat_file(self.path)).get("token") == self.token:
@@ -201,8 +207,8 @@ def _read_holder(fd: int) -> dict:
 def _gone(holder: dict) -> bool:
     """Whether the lock's run is certainly dead: only checkable for a pid on this host."""
     pid = holder.get("pid")
-    if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return False
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or os.name == "nt":
+        return False  # (on Windows os.kill(pid, 0) would terminate the process)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

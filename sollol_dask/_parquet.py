@@ -37,6 +37,7 @@ from ._resume import METADATA_KEY, prepare_output
 from ._settings import RouterSettings
 from .dashboard import JOBS_TOPIC
 
+
 def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, dst: str, *,
                       column: str, output_column: str = "embedding", client=None,
                       overwrite: bool = False, rows_per_part: int = 4096, progress: bool = False,
@@ -64,8 +65,12 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         raise OutputError(f"cannot write to {dst}: {exc}. Choose a writable output "
                           "directory") from exc
     with lock:
-        prepared = prepare_output(out_fs, out_path, parts, manifest, overwrite=overwrite,
-                                  token=token, in_fs=in_fs)
+        try:
+            prepared = prepare_output(out_fs, out_path, parts, manifest, overwrite=overwrite,
+                                      token=token, in_fs=in_fs)
+        except OSError as exc:
+            raise OutputError(f"cannot prepare {dst} for the run: {exc}. Fix its permissions, "
+                              "then rerun") from exc
         try:
             results, failures, per_node, dashboard = _compute(
                 prepared.todo, inputs, settings, reference, identity, str(dst), out_path, token,
