@@ -157,7 +157,8 @@ def test_parts_of_another_dimension_or_model_are_never_kept(client, sims, tmp_pa
     sd.Embedder([small.url], model=MODEL).embed_parquet(str(src), str(lost), rows_per_part=100)
     (lost / MANIFEST).unlink()
     old = snapshot(lost)
-    with pytest.raises(sd.OutputError, match="already holds part-00000.parquet.*no sollol_dask manifest"):
+    with pytest.raises(sd.OutputError,
+                       match="already holds part-00000.parquet.*no sollol_dask manifest"):
         sd.Embedder([node.url], model=MODEL).embed_parquet(str(src), str(lost), rows_per_part=100)
     assert snapshot(lost) == old
     # With a manifest: a part of another model copied over one of ours is recomputed.
