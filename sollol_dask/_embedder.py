@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _collections, _parquet, _plan, _plugin
+from . import _collections, _ownership, _parquet, _plan, _plugin
 from ._clients import current_client
 from ._fleet import Reference
 from ._node import Node, resolve_nodes
@@ -134,11 +134,14 @@ class Embedder:
         """Embed a parquet corpus (file, directory or glob) into ``dst`` part files.
 
         Every input column is kept and ``output_column`` added. Resumable: parts that
-        exist are skipped; a run with another model or settings is refused unless
-        ``overwrite=True``. Uses ``client`` (or a scheduler address), else the current
-        client, else a LocalCluster started for the run.
+        verify (size, sha256, footer, rows, model) are skipped, others recomputed; a run
+        with another model or settings, or changed inputs, is refused unless
+        ``overwrite=True``, which deletes only the files ``dst``'s manifest lists. The run
+        holds a lock in ``dst``; ``dst`` must not overlap ``src``. Uses ``client`` (or a
+        scheduler address), else the current client, else a LocalCluster started for the run.
         """
         _plan.list_inputs(src)  # a wrong path is reported before any node is probed
+        _ownership.check_disjoint(src, dst)  # so is an output that overlaps the inputs
         return _parquet.run_embed_parquet(
             self.settings, self.check_fleet(), src, dst, column=column,
             output_column=output_column, client=client, overwrite=overwrite,

@@ -2,12 +2,15 @@
 
 Each part of the plan (see ``_plan``) is one Dask task: read its rows, embed the text
 column through the worker's router, append ``fixed_size_list<float32>[dim]``, write to a
-hidden temporary name and rename, so a part file exists whole or not at all. A rerun
-skips the parts that exist.
+temporary name of this run, record the part's size and sha256, and rename, so a part
+file exists whole or not at all. The run holds the output's lock throughout
+(``_ownership``); a rerun keeps only the parts that verify (``_resume``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import time
 import uuid
@@ -21,16 +24,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._clients import client_for_run
-from ._exceptions import OutputError
+from ._exceptions import InputError, OutputError
+from ._fingerprint import UnreadableParquet, chunk_digest, footer_digest
 from ._fleet import Reference
+from ._manifest import fold_records, manifest_for, read_records, write_record
+from ._ownership import RunLock, check_disjoint
 from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
-from ._plan import PartSpec, check_or_write_manifest, list_inputs, manifest_for, plan_parts
+from ._plan import PartSpec, list_inputs, plan_parts
 from ._plugin import existing_router, register, router_for
 from ._report import EmbedReport
+from ._resume import METADATA_KEY, prepare_output
 from ._settings import RouterSettings
 from .dashboard import JOBS_TOPIC
-
-METADATA_KEY = b"sollol_dask"
 
 
 def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, dst: str, *,
@@ -40,6 +45,7 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
     check_on_invalid(on_invalid)
     started = time.perf_counter()
     in_fs, paths = list_inputs(src)
+    check_disjoint(src, dst, paths)
     parts, inputs = plan_parts(in_fs, paths, column, output_column, rows_per_part)
     out_fs, out_path = fsspec.core.url_to_fs(str(dst))
     opts = settings.opts
@@ -50,45 +56,34 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         "column": column, "output_column": output_column, "on_invalid": on_invalid,
         "rows_per_part": rows_per_part, "normalized": True,
     }
-    check_or_write_manifest(out_fs, out_path, manifest_for(parts, inputs, identity), overwrite)
-    for stale in out_fs.glob(f"{out_path}/.part-*.tmp"):  # left by a killed run
-        out_fs.rm(stale)
-    done = set(out_fs.glob(f"{out_path}/part-*.parquet"))
-    todo = [p for p in parts if f"{out_path}/{p.name}" not in done]
-    schema_meta = json.dumps({k: identity[k] for k in ("model", "digest", "dimension",
-                                                       "normalized")}).encode()
-    results: list[dict] = []
-    with client_for_run(client) as run_client:
-        register(run_client, settings)
-        before = _node_texts(run_client, settings)
-        token = uuid.uuid4().hex[:8]
-        run_client.log_event(JOBS_TOPIC, {"kind": "start", "job": token, "output": str(dst),
-                                          "rows": sum(p.rows for p in todo), "parts": len(todo)})
-        futures = run_client.map(
-            _write_part, todo, key=[f"sollol-embed-part-{token}-{p.index}" for p in todo],
-            settings=settings, out_path=out_path, column=column, output_column=output_column,
-            dim=reference.dimension, schema_meta=schema_meta, on_invalid=on_invalid,
-            job=token, pure=False)
+    manifest = manifest_for(parts, inputs, identity)
+    token = uuid.uuid4().hex[:8]  # names this run's job, tasks and temporary files
+    try:
+        out_fs.makedirs(out_path, exist_ok=True)
+        lock = RunLock.acquire(out_fs, out_path, token)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {dst}: {exc}. Choose a writable output "
+                          "directory") from exc
+    with lock:
         try:
-            if progress:
-                distributed.progress(futures)
-            distributed.wait(futures)
-        except BaseException:
-            run_client.cancel(futures)  # parts already renamed into place stay
-            raise
-        failures = []
-        for spec, future in zip(todo, futures):
-            if future.status == "finished":
-                results.append(future.result())
-            else:
-                failures.append((spec, future.exception()))
-        per_node = _diff(_node_texts(run_client, settings), before)
-        dashboard = getattr(run_client, "dashboard_link", None)
+            prepared = prepare_output(out_fs, out_path, parts, manifest, overwrite=overwrite,
+                                      token=token, in_fs=in_fs)
+        except OSError as exc:
+            raise OutputError(f"cannot prepare {dst} for the run: {exc}. Fix its permissions, "
+                              "then rerun") from exc
+        try:
+            results, failures, per_node, dashboard = _compute(
+                prepared.todo, inputs, settings, reference, identity, str(dst), out_path, token,
+                client, progress)
+        finally:  # also on failure or Ctrl-C: what was committed is kept in the manifest
+            fold_records(out_fs, out_path, manifest,
+                         {**prepared.committed, **read_records(out_fs, out_path)}, token)
+    todo, skipped = prepared.todo, len(prepared.committed)
     if failures:
         spec, error = failures[0]
         error.add_note(
             f"{len(failures)} of {len(todo)} parts failed (first: {spec.name} from {spec.file}); "
-            f"{len(results)} parts were written and {len(parts) - len(todo)} existed: rerun to "
+            f"{len(results)} parts were written and {skipped} existed: rerun to "
             "resume, only the missing parts are computed")
         raise error
     return EmbedReport(
@@ -97,17 +92,66 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         embedded=sum(r["embedded"] for r in results),
         null_rows=sum(r["null_rows"] for r in results),
         invalid_rows=sum(r["invalid_rows"] for r in results),
-        parts_written=len(results), parts_skipped=len(parts) - len(todo),
+        parts_written=len(results), parts_skipped=skipped,
         seconds=time.perf_counter() - started, per_node=per_node, dashboard=dashboard,
+        parts_recomputed=len(prepared.recomputed),
     )
 
 
-def _write_part(spec: PartSpec, *, settings: RouterSettings, out_path: str, column: str,
-                output_column: str, dim: int, schema_meta: bytes, on_invalid: str,
-                job: str | None = None) -> dict:
+def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
+             reference: Reference, identity: dict, output: str, out_path: str, token: str,
+             client, progress: bool) -> tuple[list[dict], list, dict[str, int], str | None]:
+    """Run one task per part on the cluster: (results, failures, texts per node, dashboard)."""
+    footers = {i["path"]: i["footer_sha256"] for i in inputs}
+    schema_meta = json.dumps({k: identity[k] for k in ("model", "digest", "dimension",
+                                                       "normalized")}).encode()
+    results: list[dict] = []
+    failures: list = []
+    with client_for_run(client) as run_client:
+        register(run_client, settings)
+        before = _node_texts(run_client, settings)
+        run_client.log_event(JOBS_TOPIC, {"kind": "start", "job": token, "output": output,
+                                          "rows": sum(p.rows for p in todo), "parts": len(todo)})
+        futures = run_client.map(
+            _write_part, todo, [footers[p.file] for p in todo],
+            key=[f"sollol-embed-part-{token}-{p.index}" for p in todo],
+            settings=settings, out_path=out_path, column=identity["column"],
+            output_column=identity["output_column"], dim=reference.dimension,
+            schema_meta=schema_meta, on_invalid=identity["on_invalid"], job=token, pure=False)
+        try:
+            if progress:
+                distributed.progress(futures)
+            distributed.wait(futures)
+        except BaseException:
+            run_client.cancel(futures)  # parts already renamed into place stay
+            raise
+        for spec, future in zip(todo, futures):
+            if future.status == "finished":
+                results.append(future.result())
+            else:
+                failures.append((spec, future.exception()))
+        per_node = _diff(_node_texts(run_client, settings), before)
+        dashboard = getattr(run_client, "dashboard_link", None)
+    return results, failures, per_node, dashboard
+
+
+def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings, out_path: str,
+                column: str, output_column: str, dim: int, schema_meta: bytes, on_invalid: str,
+                job: str) -> dict:
     in_fs, in_path = fsspec.core.url_to_fs(spec.file)
     with context_meter.meter("sollol-read"), in_fs.open(in_path, "rb") as handle:
-        table = pq.ParquetFile(handle).read_row_groups(list(spec.row_groups))
+        try:
+            changed = footer_digest(handle, in_fs.size(in_path)) != footer_sha256
+        except UnreadableParquet:
+            changed = True
+        if changed:  # the plan was made from another version of the file
+            raise InputError(f"input {spec.file} changed while the run was under way: rerun "
+                             "once it is final (with overwrite=True, --overwrite, if parts were "
+                             "written)", partition=spec.name)
+        source = pq.ParquetFile(handle)
+        table = source.read_row_groups(list(spec.row_groups))
+        # What the rows were read from: a rerun compares it if the input's time moves.
+        source_sha256 = chunk_digest(handle, source.metadata, spec.row_groups)
     table = table.slice(spec.start, spec.rows)
     labels = range(spec.file_row, spec.file_row + spec.rows)
     with context_meter.meter("sollol-embed"):  # waiting on the nodes, parsing, checking
@@ -118,25 +162,29 @@ def _write_part(spec: PartSpec, *, settings: RouterSettings, out_path: str, colu
     metadata = dict(table.schema.metadata or {})
     metadata[METADATA_KEY] = schema_meta
     table = table.replace_schema_metadata(metadata)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue()
+    record = {"rows": spec.rows, "size": data.size, "sha256": hashlib.sha256(data).hexdigest(),
+              "source_sha256": source_sha256, "run": job}
     out_fs, _ = fsspec.core.url_to_fs(out_path)
     final = f"{out_path}/{spec.name}"
-    tmp = f"{out_path}/.{spec.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = f"{out_path}/.{spec.name}.{job}-{uuid.uuid4().hex[:8]}.tmp"  # this run's own name
     try:
-        with context_meter.meter("sollol-write"), out_fs.open(tmp, "wb") as handle:
-            pq.write_table(table, handle)
-        out_fs.mv(tmp, final)  # atomic rename: the part exists whole or not at all
+        with context_meter.meter("sollol-write"):
+            with out_fs.open(tmp, "wb") as handle:
+                handle.write(data)
+            # The record first: a part in place always has its record; a record alone
+            # (killed before the rename) only means the part is computed again.
+            write_record(out_fs, out_path, spec.name, record, job)
+            out_fs.mv(tmp, final)  # atomic rename: the part exists whole or not at all
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             out_fs.rm(tmp)
-        except OSError:
-            pass
         raise OutputError(f"cannot write {final}: {exc}. Free space or fix permissions, then "
                           "rerun: finished parts are kept") from exc
-    if job is not None:
-        try:
-            get_worker().log_event(JOBS_TOPIC, {"kind": "part", "job": job, "rows": spec.rows})
-        except ValueError:  # not on a Dask worker
-            pass
+    with contextlib.suppress(ValueError):  # ValueError: not on a Dask worker
+        get_worker().log_event(JOBS_TOPIC, {"kind": "part", "job": job, "rows": spec.rows})
     return {"name": spec.name, "rows": spec.rows, "embedded": int(part.valid.sum()),
             "null_rows": part.null_rows, "invalid_rows": part.invalid_rows}
 

@@ -1,23 +1,20 @@
-"""Which parts a parquet run writes, and the manifest that lets a rerun resume.
+"""Which parts a parquet run writes.
 
 Inputs are split along row groups into parts of about ``rows_per_part`` rows (a row group
 much larger than that is sliced), so each task is seconds of work and scheduler overhead
-stays under 1%. The plan is deterministic: the same inputs and settings give the same
-parts with the same names, which is what makes "skip the parts that exist" correct.
+stays under 1%. The plan is deterministic: the same inputs (by fingerprint, see
+``_fingerprint``) and settings give the same parts with the same names, which is what
+lets a rerun keep the parts that verify (see ``_resume``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import fsspec
-import pyarrow.parquet as pq
 
-from ._exceptions import ConfigurationError, OutputError
-
-MANIFEST = "_sollol_manifest.json"
-FORMAT = 1
+from ._exceptions import ConfigurationError
+from ._fingerprint import fingerprint_input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,15 +54,14 @@ def list_inputs(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
 
 def plan_parts(fs, paths: list[str], column: str, output_column: str,
                rows_per_part: int) -> tuple[list[PartSpec], list[dict]]:
-    """The parts to write and a description of the inputs (for the manifest)."""
+    """The parts to write and the inputs' fingerprints (for the manifest)."""
     if rows_per_part < 1:
         raise ConfigurationError("rows_per_part must be >= 1")
     parts: list[PartSpec] = []
     inputs: list[dict] = []
     for path in paths:
-        with fs.open(path, "rb") as handle:
-            meta = pq.ParquetFile(handle).metadata
-            schema = meta.schema.to_arrow_schema()
+        meta, fingerprint = fingerprint_input(fs, path)  # InputError naming a broken file
+        schema = meta.schema.to_arrow_schema()
         if column not in schema.names:
             raise ConfigurationError(
                 f"column {column!r} is not in {path} (its columns: {', '.join(schema.names)}): "
@@ -73,7 +69,7 @@ def plan_parts(fs, paths: list[str], column: str, output_column: str,
         if output_column in schema.names:
             raise ConfigurationError(
                 f"{path} already has a column {output_column!r}: choose another output_column")
-        inputs.append({"path": path, "size": fs.size(path), "rows": meta.num_rows})
+        inputs.append(fingerprint)
         groups: list[int] = []
         group_rows = 0
         file_row = 0
@@ -100,41 +96,3 @@ def plan_parts(fs, paths: list[str], column: str, output_column: str,
             parts.append(PartSpec(len(parts), path, tuple(groups), 0, group_rows,
                                   file_row - group_rows))
     return parts, inputs
-
-
-def manifest_for(parts: list[PartSpec], inputs: list[dict], identity: dict) -> dict:
-    return {"format": FORMAT, **identity, "inputs": inputs,
-            "parts": [dataclasses.asdict(p) | {"name": p.name} for p in parts]}
-
-
-def check_or_write_manifest(fs, dst: str, manifest: dict, overwrite: bool) -> None:
-    """Refuse to mix outputs of different runs; start over when ``overwrite``."""
-    path = f"{dst}/{MANIFEST}"
-    if fs.exists(path) and not overwrite:
-        with fs.open(path, "rb") as handle:
-            old = json.load(handle)
-        for key in ("model", "digest", "dimension", "options", "column", "output_column",
-                    "on_invalid", "rows_per_part", "inputs"):
-            if old.get(key) != manifest.get(key):
-                raise OutputError(
-                    f"{dst} holds output of another run ({key} was {_short(old.get(key))}, now "
-                    f"{_short(manifest.get(key))}): pass overwrite=True (--overwrite) to start "
-                    "over, or choose another output directory")
-        return
-    try:
-        if overwrite and fs.exists(dst):
-            for old_part in fs.glob(f"{dst}/part-*.parquet") + fs.glob(f"{dst}/.part-*"):
-                fs.rm(old_part)
-        fs.makedirs(dst, exist_ok=True)
-        tmp = f"{dst}/.{MANIFEST}.tmp"
-        with fs.open(tmp, "wb") as handle:
-            handle.write(json.dumps(manifest, indent=1).encode())
-        fs.mv(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {dst}: {exc}. Choose a writable output "
-                          "directory") from exc
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) < 80 else text[:77] + "..."

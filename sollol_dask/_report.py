@@ -20,6 +20,7 @@ class EmbedReport:
     seconds: float
     per_node: dict[str, int]  # texts embedded by each node in this run
     dashboard: str | None = None
+    parts_recomputed: int = 0  # existed but failed verification (truncated, damaged, foreign)
 
     @property
     def rate(self) -> float:
@@ -32,7 +33,9 @@ class EmbedReport:
             f"rows        {self.rows} in corpus; {self.rows_written} written now, "
             f"{self.embedded} embedded, {self.null_rows} null/blank"
             + (f", {self.invalid_rows} invalid" if self.invalid_rows else ""),
-            f"parts       {self.parts_written} written, {self.parts_skipped} skipped (done before)",
+            f"parts       {self.parts_written} written, {self.parts_skipped} skipped (done before)"
+            + (f"; {self.parts_recomputed} failed verification and were recomputed"
+               if self.parts_recomputed else ""),
             f"time        {self.seconds:.1f} s, {self.rate:.0f} embeddings/s",
         ]
         total = sum(self.per_node.values()) or 1

@@ -58,7 +58,7 @@ def _add_embed(sub) -> None:
     mode.add_argument("--resume", dest="overwrite", action="store_false", default=False,
                       help="skip parts already written (the default)")
     mode.add_argument("--overwrite", dest="overwrite", action="store_true",
-                      help="delete earlier output in DST and start over")
+                      help="delete the parts DST's manifest lists and start over")
     p.add_argument("--rows-per-part", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=512,
                    help="texts per request at most (default 512; nodes get ~1 s of work each)")
