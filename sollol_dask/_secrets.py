@@ -124,6 +124,7 @@ def unseal_headers(headers: Mapping | None) -> dict[str, str | FromEnv] | None:
     for name, value in headers.items():
         if isinstance(value, tuple) and len(value) == 2 and value[0] == _SEALED:
             value = _xor(value[1]).decode("utf-8")
+        if isinstance(value, str):
             register_secret(value)
         out[name] = value
     return out
