@@ -175,6 +175,7 @@ def h2_node(tls, tmp_path):
     loop.call_soon_threadsafe(server.close)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+    loop.close()
 
 
 # -- case 12: redaction ------------------------------------------------------------------
