@@ -13,6 +13,8 @@ from ._exceptions import (
 )
 from ._node import Node
 from ._router import FleetWarning
+from ._secrets import FromEnv
+from ._settings import InsecureTLSWarning
 
 __version__ = "0.1.0"
 
@@ -21,7 +23,9 @@ __all__ = [
     "ConfigurationError",
     "Embedder",
     "FleetWarning",
+    "FromEnv",
     "InputError",
+    "InsecureTLSWarning",
     "ModelNotFoundError",
     "NoNodeAvailableError",
     "Node",

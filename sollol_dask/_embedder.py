@@ -3,20 +3,28 @@ the work runs (this process for ``embed``, each Dask worker for the collections)
 
 from __future__ import annotations
 
+import logging
 import threading
+import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from distributed.client import FutureCancelledError, FuturesCancelledError
+from distributed.comm import CommClosedError
 
 from . import _collections, _ownership, _parquet, _plan, _plugin
 from ._clients import current_client
+from ._exceptions import SollolError
 from ._fleet import Reference
 from ._node import Node, resolve_nodes
 from ._report import EmbedReport
 from ._router import Router
-from ._settings import RouterSettings
+from ._settings import InsecureTLSWarning, RouterSettings
 from .backends import EmbedOptions
+
+logger = logging.getLogger(__name__)
 
 # Above this many texts, with a Dask client active, embed() spreads the list over the
 # cluster; below it the in-process router is faster (no task round trips).
@@ -43,27 +51,35 @@ class Embedder:
     expected batch time), ``probe_timeout`` (10 s), ``wait_for_nodes`` (60 s with every
     node down before failing), ``eject_after`` (3), ``verify`` (TLS: True, False or a CA
     bundle path).
+
+    Close it when done (``with Embedder(...) as emb:`` or ``emb.close()``): that stops its
+    event-loop thread and connection pools. One that is dropped unclosed is closed when
+    it is garbage-collected.
     """
 
     def __init__(self, nodes: Iterable[str | Node] | str | Node | None = None, *,
                  model: str, **options: Any) -> None:
         opt_names = {"truncate", "keep_alive", "dimensions", "options", "encoding"}
         embed_opts = {k: options.pop(k) for k in list(options) if k in opt_names}
-        self.settings = RouterSettings(
+        self._start(RouterSettings(
             nodes=resolve_nodes(nodes),
             opts=EmbedOptions(model=model, **embed_opts),
             **options,
-        )
-        self._router: Router | None = None
-        self._lock = threading.Lock()
+        ))
+        _warn_if_unverified(self.settings)
 
     @classmethod
     def from_settings(cls, settings: RouterSettings) -> Embedder:
         self = cls.__new__(cls)
-        self.settings = settings
-        self._router = None
-        self._lock = threading.Lock()
+        self._start(settings)
         return self
+
+    def _start(self, settings: RouterSettings) -> None:
+        self.settings = settings
+        self._holder = _RouterHolder(settings)
+        # Closes the router (thread, pools, supervisor) when this Embedder is collected;
+        # the holder, not the Embedder, is referenced, so the Embedder can be collected.
+        self._finalizer = weakref.finalize(self, self._holder.close)
 
     @property
     def model(self) -> str:
@@ -76,10 +92,7 @@ class Embedder:
     @property
     def router(self) -> Router:
         """This process's router (built on first use)."""
-        with self._lock:
-            if self._router is None:
-                self._router = Router(self.settings)
-            return self._router
+        return self._holder.get()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for ``texts``: float32 ``(len(texts), dim)``, rows in input order.
@@ -89,6 +102,7 @@ class Embedder:
         """
         if isinstance(texts, str):
             raise TypeError("embed() takes a list of texts; wrap a single text as [text]")
+        self._holder.check_open()
         texts = list(texts)
         client = current_client() if len(texts) > DISTRIBUTE_ABOVE else None
         if client is None:
@@ -104,6 +118,7 @@ class Embedder:
     def register(self, client=None) -> str:
         """Install this configuration's WorkerPlugin (one router per worker) on the
         cluster of ``client`` (default: the current client); a repeat is a no-op."""
+        self._holder.check_open()
         client = client or current_client()
         if client is None:
             raise ValueError("no Dask client: pass client= or create a distributed.Client")
@@ -142,10 +157,19 @@ class Embedder:
         """
         _plan.list_inputs(src)  # a wrong path is reported before any node is probed
         _ownership.check_disjoint(src, dst)  # so is an output that overlaps the inputs
-        return _parquet.run_embed_parquet(
-            self.settings, self.check_fleet(), src, dst, column=column,
-            output_column=output_column, client=client, overwrite=overwrite,
-            rows_per_part=rows_per_part, progress=progress, on_invalid=on_invalid)
+        try:
+            return _parquet.run_embed_parquet(
+                self.settings, self.check_fleet(), src, dst, column=column,
+                output_column=output_column, client=client, overwrite=overwrite,
+                rows_per_part=rows_per_part, progress=progress, on_invalid=on_invalid)
+        except (FutureCancelledError, FuturesCancelledError, CommClosedError) as exc:
+            if not _scheduler_lost(exc):
+                raise
+            where = f" at {client}" if isinstance(client, str) else ""
+            raise SollolError(
+                f"lost the connection to the Dask scheduler{where} while embedding into "
+                f"{dst}: finished parts are kept; rerun the same command (or call) to "
+                "resume") from exc
 
     def _register_if_client(self) -> None:
         client = current_client()
@@ -168,13 +192,13 @@ class Embedder:
 
     def node_stats(self) -> list[dict]:
         """Per-node counters of this process's router (requests, texts, errors, state)."""
-        return self.router.snapshot() if self._router is not None else []
+        router = self._holder.router
+        return router.snapshot() if router is not None else []
 
     def close(self) -> None:
-        with self._lock:
-            if self._router is not None:
-                self._router.close()
-                self._router = None
+        """Stop this process's router: its thread, connection pools and probes. The
+        Embedder cannot be used afterwards (lazy collections it made still can)."""
+        self._finalizer()
 
     def __enter__(self) -> Embedder:
         return self
@@ -186,8 +210,59 @@ class Embedder:
         return {"settings": self.settings}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(Embedder.from_settings(state["settings"]).__dict__)
+        self._start(state["settings"])
 
     def __repr__(self) -> str:
         nodes = ", ".join(repr(n) for n in self.settings.nodes)
         return f"Embedder(model={self.model!r}, nodes=[{nodes}])"
+
+
+class _RouterHolder:
+    """An Embedder's router, kept apart from the Embedder so a finalizer can close it
+    without keeping the Embedder alive."""
+
+    def __init__(self, settings: RouterSettings) -> None:
+        self.settings = settings
+        self.router: Router | None = None
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise SollolError("this Embedder is closed; create a new one")
+
+    def get(self) -> Router:
+        with self._lock:
+            self.check_open()
+            if self.router is None:
+                self.router = Router(self.settings)
+            return self.router
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            router, self.router = self.router, None
+        if router is not None:
+            router.close()
+
+
+def _warn_if_unverified(settings: RouterSettings) -> None:
+    if settings.verify is not False:
+        return
+    names = [n.name for n in settings.nodes if n.url.startswith("https://")]
+    if not names:
+        return
+    logger.warning("TLS certificate verification is off (verify=False) for %s", ", ".join(names))
+    warnings.warn(
+        f"TLS certificate verification is off for {', '.join(names)}: anyone on the path "
+        "can read the requests and their headers. Pass verify='/path/ca.pem' to trust a "
+        "private CA", InsecureTLSWarning, stacklevel=3)
+
+
+def _scheduler_lost(exc: BaseException) -> bool:
+    """Whether distributed failed the run because the client lost its scheduler."""
+    if isinstance(exc, CommClosedError):
+        return True
+    reasons = {getattr(exc, "reason", None)}
+    reasons.update(getattr(group, "reason", None) for group in getattr(exc, "error_groups", ()))
+    return "scheduler-connection-lost" in reasons

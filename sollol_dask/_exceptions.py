@@ -13,14 +13,21 @@
                                   match what a resumed run expects
 
 Foreign exceptions are mapped to these in one place each: HTTP libraries in _transport, orjson in the backends.
-Messages never contain header values: nodes are shown by their redacted URL.
+Messages never contain header values or URL passwords: nodes are shown by their URL
+(credentials are moved to a header), and every message passes the redaction layer.
 """
 
 from __future__ import annotations
 
+from ._redact import redact
+
 
 class SollolError(Exception):
     """Base of every error sollol_dask raises on purpose."""
+
+    def __init__(self, *args: object) -> None:
+        # The redaction layer: a node's error text (an echoed header, say) is masked too.
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigurationError(SollolError, ValueError):

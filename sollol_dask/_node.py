@@ -1,7 +1,9 @@
 """Embedding nodes as configuration: URL, API flavour, headers, cap and weight.
 
 Pure data, no I/O. Two spellings of one server (``localhost`` and ``127.0.0.1``, a
-trailing slash, an explicit default port) are the same node and are merged.
+trailing slash, an explicit default port) are the same node and are merged. Credentials
+in a URL (``https://user:password@proxy``) become an ``Authorization: Basic`` header, so
+the URL libraries log never holds them and the redaction layer (``_redact``) masks them.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ._exceptions import ConfigurationError
+from ._redact import redact_url
+from ._secrets import FromEnv, basic_auth, check_headers, seal_headers, unseal_headers
 
 APIS = ("ollama", "openai")
 DEFAULT_NODE = "http://127.0.0.1:11434"
@@ -26,14 +30,17 @@ class Node:
     ``api="ollama"`` speaks ``/api/embed``; ``api="openai"`` speaks ``/v1/embeddings``
     (llama.cpp ``llama-server``, vLLM, TEI, Infinity, Ollama's own /v1 route).
     ``headers`` (for example an ``Authorization`` token for a TLS proxy) are sent with
-    every request and never shown: not in ``repr``, logs, errors or the dashboard.
+    every request and never shown: not in ``repr``, logs, errors or the dashboard. A
+    value may be :class:`FromEnv` (read from an environment variable on each worker, so
+    the token never travels through the cluster). ``user:password@`` in the URL becomes
+    an ``Authorization: Basic`` header; percent-encode ``/ ? # @`` in a password.
     ``max_inflight`` overrides the per-backend default cap of concurrent requests;
     ``weight`` is a prior for the node's relative speed until it has been measured.
     """
 
     url: str
     api: str = "ollama"
-    headers: Mapping[str, str] | None = dataclasses.field(default=None, compare=False)
+    headers: Mapping[str, str | FromEnv] | None = dataclasses.field(default=None, compare=False)
     max_inflight: int | None = None
     weight: float | None = None
 
@@ -42,9 +49,17 @@ class Node:
             raise ConfigurationError(
                 f"node {redact_url(self.url)!r}: api must be one of {APIS}, not {self.api!r}"
             )
-        object.__setattr__(self, "url", normalize_url(self.url, self.api))
-        if self.headers is not None:
-            object.__setattr__(self, "headers", dict(self.headers))
+        url, credentials = split_credentials(self.url)
+        url = normalize_url(url, self.api)
+        headers = check_headers(self.headers, url)
+        if credentials is not None:
+            if any(name.lower() == "authorization" for name in headers or {}):
+                raise ConfigurationError(
+                    f"node {url}: credentials in the URL and an Authorization header; "
+                    "give only one of them")
+            headers = {**(headers or {}), "Authorization": basic_auth(*credentials)}
+        object.__setattr__(self, "url", url)
+        object.__setattr__(self, "headers", headers)
         if self.max_inflight is not None and self.max_inflight < 1:
             raise ConfigurationError(f"node {self.name}: max_inflight must be >= 1")
         if self.weight is not None and not self.weight > 0:
@@ -52,8 +67,8 @@ class Node:
 
     @property
     def name(self) -> str:
-        """The URL with any credentials removed: safe for logs, errors and pages."""
-        return redact_url(self.url)
+        """The URL (credentials were moved to a header): safe for logs, errors and pages."""
+        return self.url
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -68,12 +83,50 @@ class Node:
     def __repr__(self) -> str:
         shown = f"Node({self.name!r}, api={self.api!r}"
         if self.headers:
-            shown += f", headers={{{', '.join(repr(k) + ': ***' for k in self.headers)}}}"
+            items = (f"{k!r}: {v!r}" if isinstance(v, FromEnv) else f"{k!r}: ***"
+                     for k, v in self.headers.items())
+            shown += f", headers={{{', '.join(items)}}}"
         if self.max_inflight is not None:
             shown += f", max_inflight={self.max_inflight}"
         if self.weight is not None:
             shown += f", weight={self.weight}"
         return shown + ")"
+
+    # Header values travel sealed (see _secrets), and are registered for redaction in
+    # every process that unpickles a Node: the Dask workers.
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "headers": seal_headers(self.headers)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({**state, "headers": unseal_headers(state.get("headers"))})
+
+
+def split_credentials(url: object) -> tuple[str, tuple[str, str | None] | None]:
+    """``(url without credentials, (user, password) or None)``.
+
+    Per RFC 3986 the host ends at the first ``/``, ``?`` or ``#``, and a password holding
+    one of them must be percent-encoded. A URL with an ``@`` after that point is almost
+    certainly such a password typed raw (``http://user:12/34@host`` would otherwise mean
+    host ``user``): it is refused, and the message never shows the password.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(f"a node URL must be a non-empty string, not {url!r}")
+    text = url.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    authority, tail = rest[:min(ends, default=len(rest))], rest[min(ends, default=len(rest)):]
+    if "@" in tail:
+        raise ConfigurationError(
+            f"node URL {redact_url(text)!r} has an '@' after the host: if it is part of a "
+            "password, percent-encode the password (urllib.parse.quote(password, safe='')), "
+            "or pass the credentials as headers")
+    if "@" not in authority:
+        return text, None
+    userinfo, host = authority.rsplit("@", 1)
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}{sep}{host}{tail}", (unquote(user), unquote(password) if colon else None)
 
 
 def normalize_url(url: str, api: str = "ollama") -> str:
@@ -101,20 +154,6 @@ def normalize_url(url: str, api: str = "ollama") -> str:
     if api == "openai" and path.endswith("/v1"):
         path = path[: -len("/v1")]
     return urlunsplit((parts.scheme, parts.netloc.lower(), path, "", ""))
-
-
-def redact_url(url: object) -> str:
-    """The URL without a password (``http://user:***@host``) for display."""
-    text = str(url)
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None and "@" not in parts.netloc:
-        return text
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
 
 
 def resolve_nodes(nodes: Iterable[str | Node] | str | Node | None) -> tuple[Node, ...]:

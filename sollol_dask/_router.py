@@ -98,10 +98,7 @@ class Router:
                 return
             self._closed = True
         if self._loop is not None:
-            try:
-                self._loop.run(self._aclose())
-            finally:
-                self._loop.stop()
+            self._loop.shutdown(self._aclose())  # from any thread, a finalizer's included
 
     def use_broker(self, call, worker: str) -> None:
         """Take slots from the cluster's SlotBroker (``call`` reaches the scheduler)."""

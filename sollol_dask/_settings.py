@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import ssl
 
 import orjson
 
 from ._exceptions import ConfigurationError
 from ._node import Node
 from .backends import EmbedOptions
+
+
+class InsecureTLSWarning(UserWarning):
+    """``verify=False``: https:// nodes are not authenticated, so a token sent to them can
+    be read by anyone on the path."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +44,7 @@ class RouterSettings:
     verify: bool | str = True  # TLS verification for https:// nodes; or a CA bundle path
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "verify", check_verify(self.verify))
         if not self.opts.model or not isinstance(self.opts.model, str):
             raise ConfigurationError("model must be a non-empty string such as 'nomic-embed-text'")
         for name in ("batch_size", "max_batch_chars", "max_attempts", "eject_after"):
@@ -52,3 +60,27 @@ class RouterSettings:
         data = dataclasses.asdict(self)
         blob = orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def check_verify(verify: object) -> bool | str:
+    """``verify`` as True, False or the path of a readable PEM CA bundle.
+
+    Checked here, on the client, so a wrong path is named at once instead of every
+    https:// node looking down. (Workers read the file again when they connect.)
+    """
+    if isinstance(verify, bool):
+        return verify
+    if not isinstance(verify, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"verify must be True, False or the path of a CA bundle, not {type(verify).__name__}")
+    path = os.fspath(verify)
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise ConfigurationError(f"verify={path!r}: no such CA bundle file") from None
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigurationError(
+            f"verify={path!r}: cannot use it as a CA bundle ({reason}); give a PEM file "
+            "of CA certificates") from None
+    return path

@@ -14,13 +14,15 @@ and only ever used there.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import aiohttp
 import httpx
 import yarl
 
-from ._exceptions import NodeError
+from ._exceptions import ConfigurationError, NodeError
+from ._secrets import FromEnv, resolve_headers
 from .backends import Failure
 
 _CONNECT_SECONDS = 5.0  # a node that does not accept a connection in this time is down
@@ -144,16 +146,35 @@ class Http2Pool(NodePool):
             await self._client.aclose()
 
 
-def open_pool(name: str, url: str, headers: dict[str, str] | None, connections: int,
+def open_pool(name: str, url: str, headers: dict[str, str | FromEnv] | None, connections: int,
               verify: bool | str) -> NodePool:
-    kind = Http2Pool if url.startswith("https://") else Http1Pool
-    return kind(name, url, headers, connections, verify)
+    """A pool for one node. Header values from the environment and the CA bundle are read
+    here, in the process that sends the requests (a Dask worker): if either is missing
+    the node cannot be used from this process, and the error says why instead of the
+    node looking down."""
+    https = url.startswith("https://")
+    try:
+        resolved = resolve_headers(headers, name)
+        if https:
+            verify = tls_verify(verify)
+    except ConfigurationError as err:
+        unusable = NodeError(str(err), node=name, retryable=False)
+        unusable.failure = Failure.NODE_FATAL
+        raise unusable from None
+    kind = Http2Pool if https else Http1Pool
+    return kind(name, url, resolved, connections, verify)
 
 
-def tls_verify(verify: bool | str):
+def tls_verify(verify: bool | str | ssl.SSLContext):
     """httpx's ``verify``: True/False, or an SSL context trusting a CA bundle file."""
     if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise ConfigurationError(
+                f"CA bundle {verify!r} cannot be read on {socket.gethostname()} ({reason}): "
+                "it must exist on every machine that runs Dask workers") from None
     return verify
 
 

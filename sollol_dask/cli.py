@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -54,6 +55,18 @@ def _add_embed(sub) -> None:
                    help="OpenAI-compatible node URL (llama.cpp, vLLM, TEI, Infinity)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler address (default: a LocalCluster for this run)")
+    p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="HTTP header sent to every node (repeat); the value shows in shell "
+                        "history and ps: prefer --header-env for tokens")
+    p.add_argument("--header-env", action="append", default=[], metavar="NAME=VAR",
+                   help="HTTP header whose value is read from environment variable VAR on "
+                        "every Dask worker (repeat); the value never travels in the cluster")
+    tls = p.add_mutually_exclusive_group()
+    tls.add_argument("--ca-bundle", metavar="PATH",
+                     help="PEM file of CA certificates to verify https:// nodes with (a "
+                          "private CA); it must exist on every worker")
+    tls.add_argument("--insecure", action="store_true",
+                     help="do not verify https:// nodes' certificates (warns)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", dest="overwrite", action="store_false", default=False,
                       help="skip parts already written (the default)")
@@ -70,16 +83,56 @@ def _add_embed(sub) -> None:
 
 def _run_embed(args) -> int:
     from ._embedder import Embedder
-    from ._node import Node
+    from ._node import Node, resolve_nodes
 
+    headers = _headers(args.header, args.header_env)
     nodes = [*args.node, *(Node(url, api="openai") for url in args.openai_node)] or None
-    with Embedder(nodes, model=args.model, batch_size=args.batch_size) as emb:
+    if headers:
+        nodes = [dataclasses.replace(n, headers={**(n.headers or {}), **headers})
+                 for n in resolve_nodes(nodes)]
+    verify = False if args.insecure else (args.ca_bundle or True)
+    _quiet_lost_scheduler()
+    with Embedder(nodes, model=args.model, batch_size=args.batch_size, verify=verify) as emb:
         report = emb.embed_parquet(args.src, args.dst, column=args.column,
                                    output_column=args.output_column, client=args.scheduler,
                                    overwrite=args.overwrite, rows_per_part=args.rows_per_part,
                                    progress=args.progress, on_invalid=args.on_invalid)
     print(report)
     return 0
+
+
+def _headers(literal: list[str], from_env: list[str]) -> dict:
+    from ._exceptions import ConfigurationError
+    from ._secrets import FromEnv
+
+    headers: dict = {}
+    for item in literal:
+        name, colon, value = item.partition(":")
+        if not colon or not name.strip():
+            # Never echo the item: it may hold a token.
+            raise ConfigurationError("--header takes 'Name: value' (a colon after the name)")
+        headers[name.strip()] = value.strip()
+    for item in from_env:
+        name, eq, var = item.partition("=")
+        if not eq or not name.strip() or not var.strip():
+            raise ConfigurationError(f"--header-env takes NAME=VARIABLE, not {item!r}")
+        headers[name.strip()] = FromEnv(var.strip())
+    return headers
+
+
+class _DropLostSchedulerNoise(logging.Filter):
+    """When the scheduler dies, distributed's client logs its own reconnect attempt, cut
+    short as the run's client closes, as an ERROR ("Failed to reconnect ... after 30
+    seconds", a traceback of a cancelled task). The CLI says what happened in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            return False
+        return not str(record.msg).startswith("Failed to reconnect to scheduler")
+
+
+def _quiet_lost_scheduler() -> None:
+    logging.getLogger("distributed.client").addFilter(_DropLostSchedulerNoise())
 
 
 # -- status ----------------------------------------------------------------------------

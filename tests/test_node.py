@@ -1,7 +1,10 @@
+import pickle
+
 import pytest
 
 import sollol_dask as sd
 from sollol_dask._node import redact_url, resolve_nodes
+from sollol_dask._plugin import RouterPlugin
 
 
 def test_same_server_spelled_differently_is_merged():
@@ -40,9 +43,14 @@ def test_bad_urls_and_values_say_what_to_do():
 
 def test_secrets_never_in_repr():
     node = sd.Node("https://user:hunter2@proxy:443", api="openai",
-                   headers={"Authorization": "Bearer s3cret-token"})
+                   headers={"X-Api-Key": "s3cret-token"})
     emb = sd.Embedder([node], model="m")
-    for shown in (repr(node), repr(emb), node.name, str(emb.settings.nodes)):
+    plugin = RouterPlugin(emb.settings)
+    # The pickles are what distributed logs at DEBUG when it ships the plugin or a graph.
+    for shown in (repr(node), repr(emb), node.name, str(emb.settings.nodes), repr(emb.settings),
+                  repr(plugin), repr(pickle.dumps(plugin)), repr(pickle.dumps(emb))):
         assert "s3cret-token" not in shown and "hunter2" not in shown
-    assert "Authorization" in repr(node)
+    again = pickle.loads(pickle.dumps(node))
+    assert again == node and again.headers == node.headers  # sealed, not lost
+    assert "Authorization" in repr(node) and "X-Api-Key" in repr(node)
     assert redact_url("http://a:b@h:1/p") == "http://a:***@h:1/p"

@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import logging
+import os
+import signal
 import ssl
 import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import quote
 
+import dask.dataframe as dd
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 import numpy as np
+import pandas as pd
 import pytest
+from distributed import Client
 
 import sollol_dask as sd
 from sollol_dask.sim import Faults, sim_vectors
 
-from ..conftest import MODEL
+from ..conftest import MODEL, REPO
 
 SECRET = "Bearer super-secret-token-99"
-
-
-@pytest.fixture
-def tls(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context, cert
 
 
 def test_tls_is_verified_by_default_and_a_ca_bundle_can_be_passed(sims, tls):
@@ -57,3 +64,288 @@ def test_header_secrets_never_in_logs_errors_or_reprs(sims, caplog):
     assert "eof" in caplog.text.lower() or "answered HTTP 400" in caplog.text  # logs were made
     for text in shown:
         assert "super-secret" not in text
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+TOKEN = "tok-Secret-7d1e9a"  # a header value
+PASSWORD = "pa/ss#wo?rd-Secret-42"  # a URL password holding characters URLs reserve
+
+
+def secret_forms(*values: str) -> list[str]:
+    """Every form in which a value could leak: as typed, percent-encoded, inside a Basic
+    header, and Huffman-coded as HTTP/2 sends it (shown as a bytes repr)."""
+    from hpack.huffman import HuffmanEncoder
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+
+    huffman = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+    forms = []
+    for value in values:
+        forms += [value, quote(value, safe=""), repr(huffman.encode(value.encode()))[2:-1]]
+    return [form.lower() for form in forms]  # the old code lowercased URL passwords
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def assert_no_secret(texts, *values: str) -> None:
+    forms = secret_forms(*values)
+    for text in texts:
+        low = str(text).lower()
+        for form in forms:
+            at = low.find(form)
+            assert at < 0, f"secret {form!r} shown in: ...{str(text)[max(0, at - 200):at + 100]}"
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.texts: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(self.format(record))
+
+
+@contextlib.contextmanager
+def debug_logs():
+    """Every record of every logger at DEBUG, third-party ones included ('distributed'
+    has its own handler and does not propagate to the root)."""
+    handler = _Capture()
+    names = ("", "distributed", "httpx", "httpcore", "hpack", "h2", "aiohttp", "sollol_dask")
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in names]
+    for logger, _ in saved:
+        logger.setLevel(logging.DEBUG)
+    for logger in (logging.getLogger(), logging.getLogger("distributed")):
+        logger.addHandler(handler)
+    try:
+        yield handler.texts
+    finally:
+        for logger in (logging.getLogger(), logging.getLogger("distributed")):
+            logger.removeHandler(handler)
+        for logger, level in saved:
+            logger.setLevel(level)
+
+
+class _H2Protocol(asyncio.Protocol):
+    """HTTP/2 only: records each request's headers and answers 401."""
+
+    def __init__(self, seen: list[dict]) -> None:
+        self.seen = seen
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.conn.initiate_connection()
+        transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self.transport.close()
+            return
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self.seen.append(dict(event.headers))
+            elif isinstance(event, h2.events.DataReceived):
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if isinstance(event, h2.events.StreamEnded):
+                self.conn.send_headers(event.stream_id, [(":status", "401"),
+                                                         ("content-length", "0")], end_stream=True)
+        self.transport.write(self.conn.data_to_send())
+
+
+@pytest.fixture
+def h2_node(tls, tmp_path):
+    """An https:// node speaking HTTP/2 (as TLS proxies do); ``(url, seen_headers)``."""
+    _, cert = tls
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, tmp_path / "key.pem")
+    context.set_alpn_protocols(["h2"])
+    seen: list[dict] = []
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(
+        loop.create_server(lambda: _H2Protocol(seen), "127.0.0.1", 0, ssl=context))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    loop.call_soon_threadsafe(server.close)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+# -- case 12: redaction ------------------------------------------------------------------
+
+def test_url_credentials_are_sent_as_a_basic_header_and_never_echoed(auth_sims):
+    for raw in ("http://user:12/34-Secret@host:11434", "http://user:pa#ss-Secret@host",
+                "http://user:pa?ss-Secret@host"):
+        with pytest.raises(sd.ConfigurationError, match="percent-encode the password") as info:
+            sd.Node(raw)  # was: host "user" (or the password shown whole in the error)
+        assert "'http://user:***@host" in str(info.value)
+        assert "secret" not in str(info.value).lower()
+    sim = auth_sims({"Authorization": basic("bob", PASSWORD)})
+    url = f"http://bob:{quote(PASSWORD, safe='')}@{sim.url.removeprefix('http://')}"
+    node = sd.Node(url)
+    assert node.url == sim.url and node.name == sim.url
+    assert node.headers == {"Authorization": basic("bob", PASSWORD)}
+    with sd.Embedder([node], model=MODEL) as emb:
+        assert np.array_equal(emb.embed(["x", "y"]), sim_vectors(MODEL, ["x", "y"], 768))
+    with pytest.raises(sd.ConfigurationError, match="credentials in the URL and an Authorization"):
+        sd.Node(url, headers={"authorization": "Bearer x"})
+
+
+def test_no_secret_in_debug_logs_of_httpx_hpack_aiohttp_errors_or_pages(auth_sims, h2_node, tls):
+    _, cert = tls
+    h2_address, seen = h2_node
+    sim = auth_sims({"Authorization": basic("bob", PASSWORD), "X-Api-Key": TOKEN})
+    quoted = quote(PASSWORD, safe="")
+    nodes = [
+        # https + HTTP/2 through httpx (hpack logs header values at DEBUG)
+        sd.Node(f"https://alice:{quoted}@{h2_address}", headers={"X-Api-Key": TOKEN}),
+        # http:// through aiohttp: the node that embeds
+        sd.Node(f"http://bob:{quoted}@{sim.url.removeprefix('http://')}",
+                headers={"X-Api-Key": TOKEN}),
+        sd.Node(f"http://carol:{quoted}@127.0.0.1:9", headers={"X-Api-Key": TOKEN}),  # down
+    ]
+    texts = [f"text {i}" for i in range(300)]
+    with debug_logs() as logs, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        with sd.Embedder(nodes, model=MODEL, verify=str(cert), probe_timeout=2) as emb:
+            assert np.array_equal(emb.embed(texts), sim_vectors(MODEL, texts, 768))
+            shown = [repr(emb), str(emb.status()), emb.status()._repr_html_(),
+                     str(emb.node_stats())]
+        with sd.Embedder(nodes[2:], model=MODEL, probe_timeout=1) as emb:
+            with pytest.raises(sd.SollolError) as info:
+                emb.embed(["x"])
+            shown.append(str(info.value))
+    # The logs were made: httpx spoke HTTP/2 and hpack coded the headers.
+    assert any("HTTP/2" in t for t in logs) and any(t.startswith("hpack") for t in logs)
+    assert_no_secret(logs + shown + [str(w.message) for w in warned],
+                     TOKEN, PASSWORD, basic("alice", PASSWORD), basic("bob", PASSWORD),
+                     basic("carol", PASSWORD))
+    # ... and the secrets did go over the wire, as headers.
+    assert {"x-api-key": TOKEN, "authorization": basic("alice", PASSWORD)}.items() <= seen[0].items()
+
+
+def _plugin_blobs(dask_scheduler) -> list[bytes]:
+    """What the scheduler keeps of each worker plugin (sent to workers that join later).
+    (Run on the scheduler: refers to no secret, since its pickle is logged too.)"""
+    return [bytes(blob) for blob in dask_scheduler.worker_plugins.values()]
+
+
+def _node_texts(dask_worker) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for plugin in dask_worker.plugins.values():
+        router = getattr(plugin, "router", None)
+        for row in router.snapshot() if router is not None else []:
+            totals[row["node"]] = totals.get(row["node"], 0) + row["texts"]
+    return totals
+
+
+@pytest.fixture
+def debug_cluster(tmp_path):
+    """`dask scheduler` and one `dask worker` with distributed logging at DEBUG (to files);
+    the worker, only, has SOLLOL_TEST_TOKEN in its environment."""
+    env = {k: v for k, v in os.environ.items() if k != "SOLLOL_TEST_TOKEN"}
+    env.update(DASK_LOGGING__DISTRIBUTED="debug", PYTHONPATH=str(REPO))
+    exe = str(Path(sys.executable).parent / "dask")
+    sched_file, logs = tmp_path / "scheduler.json", {}
+    procs = []
+
+    def start(name: str, *args: str, **extra: str) -> None:
+        logs[name] = tmp_path / f"{name}.log"
+        procs.append(subprocess.Popen([exe, *args], env={**env, **extra}, start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=logs[name].open("w")))
+
+    start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0",
+          "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file))
+    deadline = time.monotonic() + 30
+    while not sched_file.exists():
+        assert time.monotonic() < deadline, "dask scheduler did not start"
+        time.sleep(0.05)
+    start("worker", "worker", "--scheduler-file", str(sched_file), "--nthreads", "2",
+          "--host", "127.0.0.1", "--no-dashboard", SOLLOL_TEST_TOKEN="Bearer " + TOKEN * 2)
+    with Client(scheduler_file=str(sched_file)) as client:
+        client.wait_for_workers(1, timeout=60)
+        yield client, logs
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_scheduler_and_workers_never_show_a_secret_and_from_env_keeps_it_off_the_cluster(
+        debug_cluster, auth_sims, monkeypatch):
+    client, logs = debug_cluster
+    monkeypatch.delenv("SOLLOL_TEST_TOKEN", raising=False)  # on the worker only
+    literal = auth_sims({"Authorization": basic("bob", PASSWORD), "X-Api-Key": TOKEN})
+    texts = [f"row {i}" for i in range(200)]
+    ddf = dd.from_pandas(pd.DataFrame({"text": texts}), npartitions=4)
+
+    def embed_on_cluster(emb: sd.Embedder) -> None:
+        out = emb.embed_dataframe(ddf).compute()
+        assert np.array_equal(np.stack(out["embedding"].to_numpy()), sim_vectors(MODEL, texts, 768))
+
+    # 1. Literal secrets: the plugin the scheduler keeps and DEBUG logs of its transfer.
+    quoted = quote(PASSWORD, safe="")
+    node = sd.Node(f"http://bob:{quoted}@{literal.url.removeprefix('http://')}",
+                   headers={"X-Api-Key": TOKEN})
+    with sd.Embedder([node], model=MODEL) as emb:
+        embed_on_cluster(emb)
+        shown = [str(emb.status(client)), emb.status(client)._repr_html_()]
+    blobs = client.run_on_scheduler(_plugin_blobs)
+    scheduler_log, worker_log = logs["scheduler"].read_text(), logs["worker"].read_text()
+    assert "register_worker_plugin" in scheduler_log and "plugin-add" in worker_log
+    assert_no_secret([scheduler_log, worker_log, *shown, *(repr(b) for b in blobs)],
+                     TOKEN, PASSWORD, basic("bob", PASSWORD))
+
+    # 2. FromEnv: the token is read on the worker; the client never has it.
+    from_env = auth_sims({"Authorization": "Bearer " + TOKEN * 2})
+    env_node = sd.Node(from_env.url, headers={"Authorization": sd.FromEnv("SOLLOL_TEST_TOKEN")})
+    assert repr(env_node) == f"Node('{from_env.url}', api='ollama', " \
+                             "headers={'Authorization': FromEnv('SOLLOL_TEST_TOKEN')})"
+    # This process cannot use env_node (a FleetWarning says why); the worker can.
+    with pytest.warns(sd.FleetWarning, match="environment variable SOLLOL_TEST_TOKEN is not set"), \
+            sd.Embedder([node, env_node], model=MODEL) as emb:
+        embed_on_cluster(emb)
+    per_node = client.run(_node_texts)
+    assert sum(texts.get(from_env.url, 0) for texts in per_node.values()) > 0
+    blobs = client.run_on_scheduler(_plugin_blobs)
+    assert_no_secret([logs["scheduler"].read_text(), logs["worker"].read_text(),
+                      *(repr(b) for b in blobs)], TOKEN * 2)
+
+
+# -- case 13: TLS ------------------------------------------------------------------------
+
+def test_verify_false_warns_and_a_missing_ca_bundle_is_named(sims, tls, caplog, tmp_path):
+    context, cert = tls
+    node = sims("gpu", ssl_context=context)
+    with pytest.warns(sd.InsecureTLSWarning,
+                      match=f"TLS certificate verification is off for {node.url}"):
+        emb = sd.Embedder([node.url, "http://127.0.0.1:9"], model=MODEL, verify=False)
+    # Only https:// nodes are named: nothing is verified on http:// ones anyway.
+    assert f"TLS certificate verification is off (verify=False) for {node.url}\n" in caplog.text
+    with emb:
+        assert np.array_equal(emb.embed(["x"]), sim_vectors(MODEL, ["x"], 768))
+    missing = tmp_path / "no-such-ca.pem"
+    with pytest.raises(sd.ConfigurationError, match=f"verify='{missing}': no such CA bundle file"):
+        sd.Embedder([node.url], model=MODEL, verify=str(missing))  # was: "not answering"
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate")
+    with pytest.raises(sd.ConfigurationError, match="cannot use it as a CA bundle"):
+        sd.Embedder([node.url], model=MODEL, verify=not_pem)
+    # Present where the Embedder is made, absent where requests are sent (as on a worker).
+    here = tmp_path / "ca.pem"
+    here.write_bytes(cert.read_bytes())
+    with sd.Embedder([node.url], model=MODEL, verify=str(here), probe_timeout=2) as emb:
+        here.unlink()
+        with pytest.warns(sd.FleetWarning), \
+                pytest.raises(sd.NoNodeAvailableError, match=f"CA bundle '{here}' cannot be read"):
+            emb.embed(["x"])

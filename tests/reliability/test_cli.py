@@ -1,0 +1,167 @@
+"""`sollol-dask embed` as a user runs it: TLS and header flags, and a scheduler that dies
+mid-run (one clear line, exit 1, the same command resumes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sollol_dask.sim import sim_vectors
+
+from ..conftest import MODEL, REPO
+
+TOKEN = "cli-Secret-4b2a"
+
+
+def sollol(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sollol_dask", *args], capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def corpus(path: Path, rows: int) -> list[str]:
+    texts = [f"cli text {i}" for i in range(rows)]
+    pd.DataFrame({"id": range(rows), "text": texts}).to_parquet(path, row_group_size=100)
+    return texts
+
+
+def assert_output(out: Path, texts: list[str]) -> None:
+    back = pd.read_parquet(out).sort_values("id")
+    assert list(back["id"]) == list(range(len(texts)))
+    assert np.array_equal(np.stack(back["embedding"].to_numpy()), sim_vectors(MODEL, texts, 768))
+
+
+# -- case 13: headers and TLS from the command line --------------------------------------
+
+def test_cli_sends_headers_from_flags_and_env_to_an_https_node_with_a_ca_bundle(
+        auth_sims, tls, tmp_path):
+    context, cert = tls
+    node = auth_sims({"X-Api-Key": TOKEN, "Authorization": "Bearer " + TOKEN * 2},
+                     ssl_context=context)
+    texts = corpus(tmp_path / "in.parquet", 400)
+    result = sollol("embed", str(tmp_path / "in.parquet"), str(tmp_path / "out"),
+                    "--model", MODEL, "--node", node.url, "--rows-per-part", "100",
+                    "--header", f"X-Api-Key: {TOKEN}",
+                    "--header-env", "Authorization=SOLLOL_CLI_TOKEN",
+                    "--ca-bundle", str(cert), "--no-progress",
+                    env={"SOLLOL_CLI_TOKEN": "Bearer " + TOKEN * 2})
+    assert result.returncode == 0, result.stderr
+    assert "400 embedded" in result.stdout
+    assert TOKEN.lower() not in (result.stdout + result.stderr).lower()
+    assert_output(tmp_path / "out", texts)
+
+
+def test_cli_tls_and_header_mistakes_are_named_before_any_work(tmp_path):
+    missing = tmp_path / "no-such-ca.pem"
+    args = ("embed", str(tmp_path / "in.parquet"), str(tmp_path / "out"), "--model", MODEL,
+            "--node", "https://127.0.0.1:9")
+    result = sollol(*args, "--ca-bundle", str(missing))
+    assert result.returncode == 1
+    assert result.stderr == f"sollol-dask: error: verify='{missing}': no such CA bundle file\n"
+    # --insecure warns (here the missing input then ends the run, before any request)
+    result = sollol(*args, "--insecure")
+    assert result.returncode == 1
+    assert "TLS certificate verification is off for https://127.0.0.1:9" in result.stderr
+    assert "does not exist" in result.stderr
+    result = sollol(*args, "--header", f"X-Api-Key {TOKEN}")
+    assert result.returncode == 1
+    assert "--header takes 'Name: value'" in result.stderr and TOKEN not in result.stderr
+    result = sollol(*args, "--insecure", "--ca-bundle", str(missing))
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+# -- case 14: the scheduler dies mid-run ---------------------------------------------------
+
+class DaskCluster:
+    """`dask scheduler` + `dask worker` processes on 127.0.0.1."""
+
+    def __init__(self, tmp_path: Path, name: str) -> None:
+        exe = str(Path(sys.executable).parent / "dask")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        sched_file = tmp_path / f"{name}.json"
+
+        def start(*args: str) -> subprocess.Popen:
+            return subprocess.Popen([exe, *args], env=env, start_new_session=True,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        self.scheduler = start("scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--dashboard-address", "127.0.0.1:0",
+                               "--scheduler-file", str(sched_file))
+        deadline = time.monotonic() + 30
+        while not sched_file.exists():
+            assert time.monotonic() < deadline, "dask scheduler did not start"
+            time.sleep(0.05)
+        self.address = json.loads(sched_file.read_text())["address"]
+        self.worker = start("worker", "--scheduler-file", str(sched_file), "--nthreads", "2",
+                            "--host", "127.0.0.1", "--no-dashboard")
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def close(self) -> None:
+        self.kill(self.worker)
+        self.kill(self.scheduler)
+
+
+@pytest.fixture
+def clusters(tmp_path):
+    started: list[DaskCluster] = []
+
+    def start(name: str) -> DaskCluster:
+        started.append(DaskCluster(tmp_path, name))
+        return started[-1]
+
+    yield start
+    for cluster in started:
+        cluster.close()
+
+
+def test_cli_scheduler_killed_mid_run_says_so_in_one_line_and_the_rerun_resumes(
+        clusters, sims, tmp_path):
+    node = sims("gpu")
+    texts = corpus(tmp_path / "in.parquet", 1500)
+    out = tmp_path / "out"
+    first = clusters("first")
+    command = [sys.executable, "-m", "sollol_dask", "embed", str(tmp_path / "in.parquet"),
+               str(out), "--model", MODEL, "--node", node.url, "--rows-per-part", "100",
+               "--no-progress", "--scheduler"]
+    cli = subprocess.Popen([*command, first.address], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("part-*.parquet")):  # the run is under way
+            assert time.monotonic() < deadline and cli.poll() is None, "no part was written"
+            time.sleep(0.05)
+        first.kill(first.scheduler)
+        stdout, stderr = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    first.close()  # its worker may still be writing a part: gone before the rerun
+    assert cli.returncode == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) <= 3, stderr
+    assert f"lost the connection to the Dask scheduler at {first.address}" in stderr
+    assert "finished parts are kept; rerun the same command (or call) to resume" in stderr
+    assert "Traceback" not in stderr
+    kept = len(list(out.glob("part-*.parquet")))
+    assert 1 <= kept < 15
+
+    second = clusters("second")
+    rerun = subprocess.run([*command, second.address], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{15 - kept} written, {kept} skipped (done before)" in rerun.stdout
+    assert_output(out, texts)
