@@ -48,7 +48,7 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         "options": {"truncate": opts.truncate, "dimensions": opts.dimensions,
                     "options": opts.options},
         "column": column, "output_column": output_column, "on_invalid": on_invalid,
-        "rows_per_part": rows_per_part, "normalized": True,
+        "rows_per_part": rows_per_part, "normalized": reference.normalized,
     }
     check_or_write_manifest(out_fs, out_path, manifest_for(parts, inputs, identity), overwrite)
     for stale in out_fs.glob(f"{out_path}/.part-*.tmp"):  # left by a killed run
