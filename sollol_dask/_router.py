@@ -479,7 +479,7 @@ class Router:
             self.balancer.strike(name, text)
         else:
             if not isinstance(err, SollolError):  # a bug of ours: its traceback, once
-                logger.error("%s of node %s raised", what, name, exc_info=err)
+                self._tasks.report_bug(f"{what} of node {name}", err)
             elif what == "fleet check":
                 logger.warning("node %s is not answering (%s); it will be re-probed",
                                name, clip(err))

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 class BackgroundTasks:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
+        self._bugs = 0
 
     def spawn(self, coro: Coroutine, what: str) -> asyncio.Task:
         """Run ``coro`` on the running loop; ``what`` names it in a log line if it fails."""
@@ -31,25 +32,26 @@ class BackgroundTasks:
     def _finished(self, what: str, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            # The tasks catch what they expect; this is a bug of ours, said once per task.
-            err = task.exception()
+            self.report_bug(what, task.exception())  # the tasks catch what they expect
+
+    def report_bug(self, what: str, err: BaseException) -> None:
+        """An exception no code path expected: its traceback once, then a debug line
+        each time (a probe that hits it would repeat it every few seconds)."""
+        if self._bugs == 0:
             logger.error("sollol-dask %s failed: %s", what, clip(err), exc_info=err)
+        else:
+            logger.debug("sollol-dask %s failed again: %s", what, clip(err))
+        self._bugs += 1
 
     async def every(self, seconds: float, check: Callable[[], None], what: str) -> None:
-        """Call ``check`` every ``seconds`` until cancelled. An exception is logged (the
-        first one with its traceback) and the next round runs anyway: a periodic check
-        that died would leave ejected nodes unprobed for the life of the process."""
-        failures = 0
+        """Call ``check`` every ``seconds`` until cancelled. A failure is reported and
+        the next round runs anyway: a periodic check that died would leave ejected nodes
+        unprobed for the life of the process."""
         while True:
             try:
                 check()
             except Exception as err:
-                failures += 1
-                if failures == 1:
-                    logger.error("sollol-dask %s failed (further failures: debug): %s", what,
-                                 clip(err), exc_info=err)
-                else:
-                    logger.debug("sollol-dask %s failed again: %s", what, clip(err))
+                self.report_bug(what, err)
             await asyncio.sleep(seconds)
 
     async def cancel_all(self) -> None:
@@ -57,6 +59,3 @@ class BackgroundTasks:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    def __len__(self) -> int:
-        return len(self._tasks)

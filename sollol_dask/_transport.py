@@ -67,26 +67,26 @@ class NodePool:
             close()
             raise self._too_large(cap, declared)
         start = asyncio.get_running_loop().time()
-        received = bytearray()
+        chunks: list[bytes] = []
+        size = 0
         pace = asyncio.timeout_at(start + _BODY_GRACE)
         try:
             async with pace:
                 while chunk := await next_chunk():
-                    received += chunk
-                    if len(received) > cap:
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > cap:
                         close()
                         if ok:
                             raise self._too_large(cap)
-                        del received[cap:]  # enough of an error page to say what it is
-                        break
-                    pace.reschedule(start + _BODY_GRACE + len(received) / _MIN_BODY_RATE)
+                        return b"".join(chunks)[:cap]  # enough of an error page to quote
+                    pace.reschedule(start + _BODY_GRACE + size / _MIN_BODY_RATE)
         except TimeoutError:
             if not pace.expired():
                 raise  # the request's own timeout
             close()
-            raise self._dripping(len(received),
-                                 asyncio.get_running_loop().time() - start) from None
-        return bytes(received)
+            raise self._dripping(size, asyncio.get_running_loop().time() - start) from None
+        return b"".join(chunks)
 
     # -- the errors every pool raises ------------------------------------------------
 

@@ -204,6 +204,29 @@ def test_html_page_on_reprobe_then_json_again_restores_the_node(sims, hostile, c
     assert not [r for r in caplog.records if r.name.startswith("sollol_dask")]
 
 
+def test_a_bug_in_a_probe_is_a_failed_probe_logged_once(sims, monkeypatch, caplog):
+    from sollol_dask.backends import OllamaBackend
+
+    node, good = sims("gpu"), sims("gpu")
+    caplog.set_level(logging.DEBUG, logger="sollol_dask")
+    calls = []
+
+    async def broken(self, fetch, opts, name):
+        calls.append(name)
+        raise RuntimeError("a bug, not the node's fault")
+
+    with sd.Embedder([node.url, good.url], model=MODEL, batch_size=16) as emb:
+        assert np.array_equal(emb.embed(TEXTS), EXPECTED)
+        monkeypatch.setattr(OllamaBackend, "_describe", broken)
+        emb.router.balancer.eject(node.url, "made to be re-probed")
+        wait_until(lambda: len(calls) >= 2, 20, "two re-probes")  # the node is not stuck
+        monkeypatch.undo()
+        wait_until(lambda: stats(emb)[node.url]["state"] == "up", 20, "the node's return")
+    bugs = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(bugs) == 1 and bugs[0].exc_info and "a bug, not the node's fault" in bugs[0].message
+    assert "Task exception was never retrieved" not in caplog.text
+
+
 # -- case 8: a node that never finishes an answer -------------------------------------
 
 def test_dripping_node_costs_bounded_time(sims, hostile):
