@@ -15,6 +15,17 @@ Policy:
   ``backoff`` seconds (doubling, capped), then is due for a probe; a good probe restores
   it, a failed one ejects it again. A node found unfit for the run (wrong model,
   dimension, digest, credentials) is excluded for good.
+- Bad answers (vectors failing a check, bodies too large, dripping, not JSON) are
+  strikes: each ejects the node at once (the answer was wrong, not late), and a probe
+  cannot clear them, since a node can describe itself well and still embed wrongly; only
+  a good batch does. After ``quarantine_after`` strikes in a row the node is quarantined
+  for ``quarantine`` seconds (doubling each time, capped), then probed; one more bad
+  answer quarantines it again.
+- A node that asks for time (429 or 503 with Retry-After) gets no request until then;
+  that is not held against it.
+- A node not measured yet gets ``first_timeout`` (room for a cold model load); each
+  time that runs out it gets a quarter of it (at least ``min_timeout``), so a node that
+  never answers costs minutes once, not on every attempt.
 """
 
 from __future__ import annotations
@@ -26,11 +37,15 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
+from ._limits import clip
 
 CANCELLED = "cancelled"
 # Failures that say the request was wrong for the server (too long, too many inputs, a bad
 # argument), not that the node is unwell: counted, but they never eject a node.
 REQUEST_FAULTS = frozenset({"too-long", "too-big", "caller"})
+BAD_RESPONSE = "bad-response"  # the backends' Failure values, as plain strings here
+BUSY = "busy"
+TIMEOUT = "timeout"
 # Upper bounds (seconds) of the latency histogram buckets; the last one is +Inf.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
 
@@ -41,6 +56,10 @@ class Health(enum.Enum):
     PROBING = "probing"  # a probe is in flight
     WARMING = "warming"  # its model is loading; it joins when the load is done
     EXCLUDED = "excluded"  # unfit for this run
+    QUARANTINED = "quarantined"  # kept answering wrongly; probed again after a long wait
+
+
+_OUT = (Health.EXCLUDED, Health.QUARANTINED)  # no work now, nor soon
 
 
 @dataclasses.dataclass
@@ -58,6 +77,10 @@ class NodeSlots:
     retry_at: float = 0.0
     seconds_per_text: float | None = None  # EWMA of latency / texts, queueing included
     max_batch: int | None = None  # the most texts the server accepted per request, if limited
+    strikes: int = 0  # bad answers since its last good batch (probes do not clear them)
+    quarantines: int = 0
+    resume_at: float = 0.0  # it asked us to wait (Retry-After) until then
+    first_timeout: float | None = None  # its own, once a first request timed out
     requests: int = 0
     texts: int = 0
     errors: Counter = dataclasses.field(default_factory=Counter)
@@ -89,6 +112,9 @@ class SlotBalancer:
         min_timeout: float = 5.0,
         timeout_factor: float = 10.0,
         first_timeout: float = 60.0,
+        quarantine_after: int = 3,
+        quarantine: float = 300.0,
+        max_quarantine: float = 3600.0,
     ) -> None:
         if len(names) != len(caps):
             raise ValueError("names and caps differ in length")
@@ -105,6 +131,9 @@ class SlotBalancer:
         self.min_timeout = min_timeout
         self.timeout_factor = timeout_factor
         self.first_timeout = first_timeout
+        self.quarantine_after = quarantine_after
+        self.quarantine_seconds = quarantine
+        self.max_quarantine = max_quarantine
 
     # -- decisions -------------------------------------------------------------------
 
@@ -126,7 +155,9 @@ class SlotBalancer:
         """
         banned = set(unusable)
         excluded = set(exclude)
-        up = [s for s in self.nodes.values() if s.health is Health.UP and s.name not in banned]
+        now = self.clock()
+        up = [s for s in self.nodes.values()
+              if s.health is Health.UP and s.name not in banned and s.resume_at <= now]
         if up and all(s.name in excluded for s in up):
             excluded = set()
         free = [s for s in up if s.inflight < s.cap and s.name not in excluded]
@@ -144,8 +175,23 @@ class SlotBalancer:
 
     def has_free_slot(self, unusable: Iterable[str] = ()) -> bool:
         banned = set(unusable)
+        now = self.clock()
         return any(s.health is Health.UP and s.inflight < s.cap and s.name not in banned
-                   for s in self.nodes.values())
+                   and s.resume_at <= now for s in self.nodes.values())
+
+    def unusable(self) -> list[str]:
+        """Nodes this process cannot send to now: not up, or asked for a pause."""
+        now = self.clock()
+        return [s.name for s in self.nodes.values()
+                if s.health is not Health.UP or s.resume_at > now]
+
+    def end_pauses(self) -> bool:
+        """Clear pauses that are over; True if any was (waiting batches may go there)."""
+        now = self.clock()
+        ended = [s for s in self.nodes.values() if s.resume_at and s.resume_at <= now]
+        for s in ended:
+            s.resume_at = 0.0
+        return bool(ended)
 
     def _rank(self, s: NodeSlots) -> tuple:
         # Unmeasured first (to measure them), then by measured speed, then by the weight
@@ -154,20 +200,22 @@ class SlotBalancer:
         return (speed is None, speed or 0.0, s.weight, -s.inflight, -self._order[s.name])
 
     def usable_slots(self) -> int:
-        """Slots of every node that is or may become usable (all but excluded ones)."""
-        return sum(s.cap for s in self.nodes.values() if s.health is not Health.EXCLUDED)
+        """Slots of every node that is or may soon become usable (not excluded or
+        quarantined)."""
+        return sum(s.cap for s in self.nodes.values() if s.health not in _OUT)
 
     def has_usable_node(self) -> bool:
-        """True while some node is up or may come back (ejected or being probed)."""
-        return any(s.health is not Health.EXCLUDED for s in self.nodes.values())
+        """True while some node is up or may soon come back (ejected or being probed)."""
+        return any(s.health not in _OUT for s in self.nodes.values())
 
     def any_up(self) -> bool:
         return any(s.health is Health.UP for s in self.nodes.values())
 
     def due_probes(self) -> list[str]:
-        """Ejected nodes whose back-off has ended; they are marked as being probed."""
+        """Ejected or quarantined nodes whose wait has ended; marked as being probed."""
         now = self.clock()
-        due = [s for s in self.nodes.values() if s.health is Health.EJECTED and s.retry_at <= now]
+        due = [s for s in self.nodes.values()
+               if s.health in (Health.EJECTED, Health.QUARANTINED) and s.retry_at <= now]
         for s in due:
             s.health = Health.PROBING
         return [s.name for s in due]
@@ -204,15 +252,17 @@ class SlotBalancer:
         ``timeout_factor`` x the expected latency (never under ``min_timeout``)."""
         s = self.nodes[name]
         if s.seconds_per_text is None:
-            return self.first_timeout
+            return s.first_timeout or self.first_timeout
         return max(self.min_timeout, self.timeout_factor * s.seconds_per_text * max(texts, 1))
 
     # -- observations ----------------------------------------------------------------
 
     def release(self, name: str, *, texts: int = 0, seconds: float = 0.0,
-                failure: str | None = None, hard: bool = False) -> None:
+                failure: str | None = None, hard: bool = False,
+                retry_after: float | None = None, reason: str = "") -> None:
         """Give back a slot. ``failure`` names the error kind (None for success);
-        ``hard`` marks failures that show the node is unreachable (eject at once)."""
+        ``hard`` marks failures that show the node is unreachable (eject at once);
+        ``retry_after``: seconds a busy node asked us to wait; ``reason``: the error."""
         s = self.nodes[name]
         s.inflight = max(0, s.inflight - 1)
         if failure == CANCELLED:  # abandoned by us (a hedge won, the run stopped): no verdict
@@ -220,7 +270,7 @@ class SlotBalancer:
         s.requests += 1
         if failure is None:
             s.texts += texts
-            s.consecutive_failures = 0
+            s.consecutive_failures = s.strikes = 0
             s.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             s.latency_sum += seconds
             if texts > 0 and seconds > 0:
@@ -231,41 +281,70 @@ class SlotBalancer:
                 )
             return
         s.errors[failure] += 1
+        if failure == BUSY:  # it asked for time: give it that, hold nothing against it
+            s.resume_at = max(s.resume_at, self.clock() + (retry_after or 0.0))
+            return
+        if failure == TIMEOUT and s.seconds_per_text is None:
+            s.first_timeout = max(self.min_timeout, (s.first_timeout or self.first_timeout) / 4)
         if failure in REQUEST_FAULTS:
             return
         s.consecutive_failures += 1
-        if s.health is Health.UP and (hard or s.consecutive_failures >= self.eject_after):
-            self.eject(name, f"{s.consecutive_failures} failure(s) in a row, last: {failure}")
+        last = f"{failure} ({clip(reason)})" if reason else failure
+        if failure == BAD_RESPONSE:
+            self.strike(name, last)
+        elif s.health is Health.UP and (hard or s.consecutive_failures >= self.eject_after):
+            self.eject(name, f"{s.consecutive_failures} failure(s) in a row, last: {last}")
+
+    def strike(self, name: str, reason: str) -> None:
+        """Count a bad answer (from a batch or a probe): eject the node, or quarantine it
+        after ``quarantine_after`` in a row."""
+        s = self.nodes[name]
+        s.strikes += 1
+        if s.strikes >= self.quarantine_after:
+            self.quarantine(name, f"{s.strikes} bad answers in a row, last: {reason}")
+        else:
+            self.eject(name, f"bad answer {s.strikes} of {self.quarantine_after} before "
+                             f"quarantine: {reason}")
+
+    def quarantine(self, name: str, reason: str) -> None:
+        s = self.nodes[name]
+        if s.health in (Health.EXCLUDED, Health.QUARANTINED):
+            return
+        seconds = min(self.max_quarantine, self.quarantine_seconds * 2 ** s.quarantines)
+        s.quarantines += 1
+        s.health, s.retry_at = Health.QUARANTINED, self.clock() + seconds
+        s.reason = clip(f"quarantined for {seconds:g} s: {reason}")
 
     def eject(self, name: str, reason: str) -> None:
         s = self.nodes[name]
-        if s.health is Health.EXCLUDED:
+        if s.health in (Health.EXCLUDED, Health.QUARANTINED):
             return
         s.health = Health.EJECTED
-        s.reason = reason
+        s.reason = clip(reason)
         s.retry_at = self.clock() + min(self.max_backoff, self.backoff * 2 ** s.ejections)
         s.ejections += 1
 
     def warming(self, name: str) -> None:
         s = self.nodes[name]
-        if s.health is not Health.EXCLUDED:
+        if s.health not in _OUT:
             s.health, s.reason = Health.WARMING, "loading the model"
 
     def probe_result(self, name: str, ok: bool, reason: str = "") -> None:
         s = self.nodes[name]
-        if s.health is Health.EXCLUDED:
+        if s.health in _OUT:
             return
         if ok:
             # The last measured speed is kept: timeouts stay tight, so a node that answers
             # probes but hangs on embeddings costs one short timeout again, not the
             # first-request allowance (a model found cold is warmed before it rejoins).
+            # Strikes stay: a quarantined node that embeds wrongly again goes straight back.
             s.health, s.reason, s.consecutive_failures = Health.UP, "", 0
         else:
             self.eject(name, reason or "probe failed")
 
     def exclude(self, name: str, reason: str) -> None:
         s = self.nodes[name]
-        s.health, s.reason = Health.EXCLUDED, reason
+        s.health, s.reason = Health.EXCLUDED, clip(reason)
 
     def set_cap(self, name: str, cap: int) -> None:
         self.nodes[name].cap = max(1, int(cap))

@@ -49,8 +49,9 @@ class Embedder:
     ``encoding`` ("base64" or "float", OpenAI route), ``max_attempts`` (6),
     ``first_timeout`` (120 s), ``min_timeout`` (5 s), ``timeout_factor`` (10x a node's
     expected batch time), ``probe_timeout`` (10 s), ``wait_for_nodes`` (60 s with every
-    node down before failing), ``eject_after`` (3), ``verify`` (TLS: True, False or a CA
-    bundle path).
+    node down before failing), ``eject_after`` (3), ``quarantine_after`` (3 bad answers in
+    a row quarantine a node), ``max_response_bytes`` (None: texts x dimension x 48 bytes
+    + 1 MiB per answer), ``verify`` (TLS: True, False or a CA bundle path).
 
     Close it when done (``with Embedder(...) as emb:`` or ``emb.close()``): that stops its
     event-loop thread and connection pools. One that is dropped unclosed is closed when

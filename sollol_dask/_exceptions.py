@@ -5,8 +5,9 @@
     ├── NoNodeAvailableError      no node can serve the model (all down, excluded or ejected)
     ├── NodeError                 a node answered with an error or did not answer
     │   └── ModelNotFoundError    the node does not have the model (pull it first)
-    ├── BadResponseError          a node answered 200 with unusable vectors (count,
-    │                             dimension, non-finite values, malformed body)
+    ├── BadResponseError          a node answered 200 with unusable vectors (count, index,
+    │                             dimension, non-finite, all-zero, norm unlike the fleet's,
+    │                             malformed body)
     ├── InputError                a text the caller gave cannot be embedded (wrong type,
     │                             too long with truncate=False); names the row
     └── OutputError               the output location cannot be written or does not
@@ -50,6 +51,7 @@ class NodeError(SollolError):
     failure = None
     hard = False
     max_inputs = None  # for a batch refused as too large: the server's limit, if it said
+    retry_after = None  # seconds the node asked us to wait (429/503 with Retry-After)
 
     def __init__(
         self, message: str, *, node: str, status: int | None = None, retryable: bool = True
@@ -78,7 +80,7 @@ class ModelNotFoundError(NodeError):
 
 
 class BadResponseError(SollolError):
-    """A node answered, but its vectors cannot be used (wrong count, dimension, NaN)."""
+    """A node answered, but its vectors cannot be used (wrong count, dimension, NaN, ...)."""
 
     failure = None  # see NodeError
     hard = False

@@ -1,7 +1,9 @@
-"""Fleet consistency: which model dimension and digest a run uses, and who matches it.
+"""Fleet consistency: which model dimension, digest and vector norm a run uses, and who
+matches it.
 
-Pure functions over what each node's probe reported. Vectors from different digests or
-dimensions never mix in one output, so a node that disagrees with the fleet is excluded.
+Pure functions over what each node's probe reported. Vectors from different digests,
+dimensions or normalizations never mix in one output, so a node that disagrees with the
+fleet is excluded; every answer is checked against the same reference (``_checks``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,21 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from .backends import NodeInfo
+from .backends._checks import is_normalized, norm_agrees
 
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
     dimension: int
     digest: str | None  # None when no node reports one (OpenAI-compatible servers)
+    # The fleet's typical vector norm (1.0: normalized), from probe vectors or the wire
+    # format's promise; every stored vector was checked against it. None: not known.
+    norm: float | None = None
+
+    @property
+    def normalized(self) -> bool | None:
+        """Whether the run's vectors are L2-normalized, as measured (None: unknown)."""
+        return None if self.norm is None else is_normalized(self.norm)
 
 
 def choose_reference(order: Sequence[str], infos: Mapping[str, NodeInfo]) -> Reference | None:
@@ -39,8 +50,20 @@ def choose_reference(order: Sequence[str], infos: Mapping[str, NodeInfo]) -> Ref
                 digests = [infos[m].digest for m in described
                            if infos[m].dimension == key[0] and infos[m].digest]
                 key = (key[0], digests[0] if digests else None)
-            return Reference(dimension=key[0], digest=key[1])
+            norms = [infos[m].norm for m in described if infos[m].dimension == key[0]
+                     and infos[m].digest in (None, key[1]) and infos[m].norm is not None]
+            return Reference(dimension=key[0], digest=key[1], norm=_fleet_norm(norms))
     return None  # unreachable
+
+
+def _fleet_norm(norms: list[float]) -> float | None:
+    """Normalized if most nodes are; else the median of the others' norms."""
+    if not norms:
+        return None
+    unnormalized = sorted(n for n in norms if not is_normalized(n))
+    if len(unnormalized) * 2 <= len(norms):
+        return 1.0
+    return unnormalized[len(unnormalized) // 2]
 
 
 def mismatch(info: NodeInfo, ref: Reference, model: str) -> str | None:
@@ -52,4 +75,8 @@ def mismatch(info: NodeInfo, ref: Reference, model: str) -> str | None:
         return (f"serves {model!r} with digest {info.digest[:12]}, but the fleet uses "
                 f"{ref.digest[:12]}: excluded so vectors never mix (`ollama pull {model}` "
                 "on every node gives them the same build)")
+    if ref.norm is not None and info.norm is not None and not norm_agrees(info.norm, ref.norm):
+        return (f"serves {model!r} with vectors of norm {info.norm:.4g}, but the fleet's have "
+                f"norm {ref.norm:.4g}{' (normalized)' if ref.normalized else ''}: excluded so "
+                "vectors never mix")
     return None

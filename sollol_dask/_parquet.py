@@ -54,7 +54,7 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         "options": {"truncate": opts.truncate, "dimensions": opts.dimensions,
                     "options": opts.options},
         "column": column, "output_column": output_column, "on_invalid": on_invalid,
-        "rows_per_part": rows_per_part, "normalized": True,
+        "rows_per_part": rows_per_part, "normalized": reference.normalized,
     }
     manifest = manifest_for(parts, inputs, identity)
     token = uuid.uuid4().hex[:8]  # names this run's job, tasks and temporary files

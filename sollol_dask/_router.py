@@ -5,8 +5,10 @@ event-loop thread, so every thread of the process shares its pools and its balan
 HTTP goes through one pool per node (``_transport``), which raises ``NodeError`` only.
 
 A batch's life: wait for a slot (oldest job first) -> the balancer names the best
-free node -> POST -> parse and check -> done; on a transient failure the slot is released
-with the outcome and the batch waits for a slot on another node, up to ``max_attempts``.
+free node -> POST -> parse and check every row -> done; on a transient failure or a bad
+answer the slot is released with the outcome and the batch waits for a slot on another
+node, up to ``max_attempts``. Whatever a node says reaches exceptions, logs, warnings and
+metrics clipped (``_limits``).
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ from ._exceptions import (
     SollolError,
 )
 from ._fleet import Reference, choose_reference, mismatch
+from ._limits import PROBE_BYTES, clip, embed_limit
 from ._loop import LoopThread
 from ._node import Node
 from ._settings import RouterSettings
 from ._slots import BrokerSlots, Grant, LocalSlots, Outcome
+from ._tasks import BackgroundTasks
 from ._transport import NodePool, open_pool
-from .backends import BACKENDS, Failure, NodeInfo
-from .backends._base import input_too_long
+from .backends import BACKENDS, Failure, NodeInfo, Reply
+from .backends._base import input_too_long, unencodable
 
 logger = logging.getLogger(__name__)
 _SUPERVISE_EVERY = 0.1  # seconds between checks for due probes and the all-down deadline
@@ -69,6 +73,7 @@ class Router:
             min_timeout=settings.min_timeout,
             timeout_factor=settings.timeout_factor,
             first_timeout=settings.first_timeout,
+            quarantine_after=settings.quarantine_after,
         )
         self.infos: dict[str, NodeInfo] = {}
         self.reference: Reference | None = None
@@ -78,7 +83,7 @@ class Router:
         self._ready: asyncio.Future | None = None
         self._supervisor: asyncio.Task | None = None
         self._all_down_since: float | None = None
-        self._warmers: set[asyncio.Task] = set()
+        self._tasks = BackgroundTasks()  # supervisor, warm-ups, re-probes
         self._closed = False
         self._start_lock = threading.Lock()
 
@@ -116,11 +121,8 @@ class Router:
             return self._loop
 
     async def _aclose(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
         self.slots.fail_waiters(SollolError("router closed"))
-        for task in list(self._warmers):
-            task.cancel()
+        await self._tasks.cancel_all()
         await asyncio.gather(*(p.aclose() for p in self._pools.values()), return_exceptions=True)
 
     # -- embedding -------------------------------------------------------------------
@@ -245,9 +247,13 @@ class Router:
         except (NodeError, BadResponseError) as err:
             batch.running.pop(name, None)
             failure = err.failure or Failure.TRANSIENT
-            self.slots.release(grant, Outcome(failure=failure.value, hard=err.hard))
+            self.slots.release(grant, Outcome(failure=failure.value, hard=err.hard,
+                                              retry_after=getattr(err, "retry_after", None),
+                                              reason=clip(err)))
             if failure is Failure.NODE_FATAL:
                 self._exclude(name, str(err))
+            else:
+                self._fail_if_none_usable()  # the last node may have been quarantined
             if batch.done or hedge:
                 return True
             return await self._after_failure(job, batch, name, failure, err)
@@ -279,11 +285,11 @@ class Router:
             return True
         batch.tried.add(name)
         logger.info("batch of %d (rows %r..%r) failed on %s, attempt %d: %s",
-                    batch.size, labels[0], labels[-1], name, batch.attempts, err)
+                    batch.size, labels[0], labels[-1], name, batch.attempts, clip(err))
         if batch.attempts >= self.settings.max_attempts:
             raise NodeError(
                 f"rows {labels[0]!r}..{labels[-1]!r} failed on {batch.attempts} attempts "
-                f"(nodes tried: {', '.join(sorted(batch.tried))}); last error: {err}. Check "
+                f"(nodes tried: {', '.join(sorted(batch.tried))}); last error: {clip(err)}. Check "
                 "the nodes, or raise max_attempts",
                 node=name, retryable=True,
             )
@@ -330,30 +336,29 @@ class Router:
         try:
             body = backend.embed_body(texts, self.settings.opts)
         except orjson.JSONEncodeError as exc:
-            raise _unencodable(texts, labels, exc) from None
+            raise unencodable(texts, labels, exc) from None
         timeout = self.balancer.timeout_for(name, len(texts))
-        status, content = await self._request(name, "POST", backend.embed_path, body, timeout)
-        if status != 200:
-            raise backend.classify(status, content, name, self.settings.opts.model)
-        matrix = backend.parse_embed(content, len(texts), name)
-        if self.reference is not None and matrix.shape[1] != self.reference.dimension:
-            err = BadResponseError(
-                f"{name} returned dimension {matrix.shape[1]}, the fleet uses "
-                f"{self.reference.dimension}: node excluded", node=name)
-            err.failure = Failure.NODE_FATAL
-            raise err
-        return matrix
+        ref = self.reference
+        limit = embed_limit(len(texts), ref.dimension if ref else None,
+                            self.settings.max_response_bytes)
+        reply = await self._request(name, "POST", backend.embed_path, body, timeout, limit)
+        if reply.status != 200:
+            raise backend.classify_reply(reply, name, self.settings.opts.model)
+        # Every row checked: count, order, finite, non-zero, the fleet's dimension and norm.
+        return backend.parse_embed(reply.content, len(texts), name,
+                                   dimension=ref.dimension if ref else None,
+                                   norm=ref.norm if ref else None)
 
     async def _request(self, name: str, method: str, path: str, body: bytes | None,
-                       timeout: float) -> tuple[int, bytes]:
-        """One HTTP exchange; transport failures arrive as ``NodeError``."""
+                       timeout: float, max_bytes: int) -> Reply:
+        """One HTTP exchange, its body bounded; transport failures arrive as ``NodeError``."""
         pool = self._pools.get(name)
         if pool is None:
             node = self.nodes[name]
             pool = self._pools[name] = open_pool(
                 name, node.url, node.headers, self.balancer.nodes[name].cap + 4,
                 self.settings.verify)
-        return await pool.request(method, path, body, timeout)
+        return await pool.request(method, path, body, timeout, max_bytes)
 
     # -- nodes leaving and joining -------------------------------------------------------
 
@@ -367,10 +372,16 @@ class Router:
         )
 
     def _exclude(self, name: str, reason: str) -> None:
+        reason = clip(reason)
         if self.balancer.nodes[name].health is not Health.EXCLUDED:
             logger.warning("node %s excluded: %s", name, reason)
             warnings.warn(f"node {name} excluded: {reason}", FleetWarning, stacklevel=2)
         self.balancer.exclude(name, reason)
+        self._fail_if_none_usable()
+
+    def _fail_if_none_usable(self) -> None:
+        """Batches waiting for a slot fail at once when no node can take them any more
+        (all excluded or quarantined); else they look again."""
         if not self.balancer.has_usable_node():
             self.slots.fail_waiters(self._no_node_error())
         else:
@@ -387,14 +398,8 @@ class Router:
         names = list(self.nodes)
         results = await asyncio.gather(*(self._describe(n) for n in names), return_exceptions=True)
         for name, result in zip(names, results):
-            if isinstance(result, ModelNotFoundError) or (
-                isinstance(result, NodeError)
-                and result.failure in (Failure.NODE_FATAL, Failure.CALLER)
-            ):
-                self._exclude(name, str(result))
-            elif isinstance(result, BaseException):
-                logger.warning("node %s is not answering (%s); it will be re-probed", name, result)
-                self.balancer.eject(name, f"not answering: {result}")
+            if isinstance(result, BaseException):
+                self._probe_failed(name, result, "fleet check")
             else:
                 self.infos[name] = result
         self.reference = choose_reference(names, self.infos)
@@ -411,7 +416,9 @@ class Router:
         if not self.balancer.has_usable_node():
             raise self._no_node_error()
         if self._supervisor is None:
-            self._supervisor = asyncio.ensure_future(self._supervise())
+            self._supervisor = self._tasks.spawn(
+                self._tasks.every(_SUPERVISE_EVERY, self._supervise, "fleet supervisor"),
+                "fleet supervisor")
         return self.reference
 
     def _admit(self, name: str, info: NodeInfo) -> bool:
@@ -425,9 +432,7 @@ class Router:
             self.balancer.set_cap(name, info.total_slots)
         if info.loaded is False and BACKENDS[node.api].warm_body(self.settings.opts):
             self.balancer.warming(name)
-            task = asyncio.ensure_future(self._warm(name))
-            self._warmers.add(task)
-            task.add_done_callback(self._warmers.discard)
+            self._tasks.spawn(self._warm(name), f"warm-up of {name}")
             return False
         return True
 
@@ -436,50 +441,67 @@ class Router:
         partition), then let it join."""
         backend = BACKENDS[self.nodes[name].api]
         try:
-            status, _ = await self._request(name, "POST", backend.embed_path,
-                                            backend.warm_body(self.settings.opts),
-                                            self.settings.first_timeout)
-        except NodeError as err:
-            self.balancer.probe_result(name, False, f"warm-up failed: {err}")
+            reply = await self._request(name, "POST", backend.embed_path,
+                                        backend.warm_body(self.settings.opts),
+                                        self.settings.first_timeout, PROBE_BYTES)
+            if reply.status != 200:
+                raise backend.classify_reply(reply, name, self.settings.opts.model)
+        except Exception as err:  # whatever it is, the node is not ready: never escapes
+            self._probe_failed(name, err, "warm-up")
         else:
-            if status == 200:
-                logger.info("node %s has loaded %s", name, self.settings.opts.model)
-                self.balancer.probe_result(name, True)
-            else:
-                self.balancer.probe_result(name, False, f"warm-up answered HTTP {status}")
+            logger.info("node %s has loaded %s", name, self.settings.opts.model)
+            self.balancer.probe_result(name, True)
         self.slots.wake()
 
     async def _describe(self, name: str) -> NodeInfo:
         node = self.nodes[name]
 
-        async def fetch(method: str, path: str, payload) -> tuple[int, bytes]:
+        async def fetch(method: str, path: str, payload) -> Reply:
             body = orjson.dumps(payload) if payload is not None else None
-            return await self._request(name, method, path, body, self.settings.probe_timeout)
+            return await self._request(name, method, path, body, self.settings.probe_timeout,
+                                       PROBE_BYTES)
 
         return await BACKENDS[node.api].describe(fetch, self.settings.opts, name)
 
-    async def _supervise(self) -> None:
+    def _probe_failed(self, name: str, err: BaseException, what: str) -> None:
+        """A fleet check, warm-up or re-probe of ``name`` failed: exclude the node if it
+        cannot serve the run, count a strike for a bad answer, else eject it (re-probed
+        after a back-off). Every exception ends here, so none escapes a task."""
+        failure = getattr(err, "failure", None)
+        text = f"{what} failed: {clip(err)}"
+        if isinstance(err, ModelNotFoundError) or failure in (Failure.NODE_FATAL, Failure.CALLER):
+            self._exclude(name, str(err))
+            return
+        if failure is Failure.BAD_RESPONSE:
+            self.balancer.strike(name, text)
+        else:
+            if not isinstance(err, SollolError):  # a bug of ours: its traceback, once
+                self._tasks.report_bug(f"{what} of node {name}", err)
+            elif what == "fleet check":
+                logger.warning("node %s is not answering (%s); it will be re-probed",
+                               name, clip(err))
+            self.balancer.probe_result(name, False, text)
+        self._fail_if_none_usable()
+
+    def _supervise(self) -> None:
         """Re-probe ejected nodes when due; fail waiting batches if all stay down."""
-        while True:
-            for name in self.balancer.due_probes():
-                asyncio.ensure_future(self._reprobe(name))
-            if self.balancer.any_up():
-                self._all_down_since = None
-            else:
-                now = self.clock()
-                self._all_down_since = self._all_down_since or now
-                if now - self._all_down_since >= self.settings.wait_for_nodes:
-                    self.slots.fail_waiters(self._no_node_error())
-            await asyncio.sleep(_SUPERVISE_EVERY)
+        for name in self.balancer.due_probes():
+            self._tasks.spawn(self._reprobe(name), f"re-probe of {name}")
+        if self.balancer.end_pauses():
+            self.slots.wake()  # a node that asked for a pause takes work again
+        if self.balancer.any_up():
+            self._all_down_since = None
+        else:
+            now = self.clock()
+            self._all_down_since = self._all_down_since or now
+            if now - self._all_down_since >= self.settings.wait_for_nodes:
+                self.slots.fail_waiters(self._no_node_error())
 
     async def _reprobe(self, name: str) -> None:
         try:
             info = await self._describe(name)
-        except SollolError as err:
-            if isinstance(err, ModelNotFoundError):
-                self._exclude(name, str(err))
-            else:
-                self.balancer.probe_result(name, False, f"probe failed: {err}")
+        except Exception as err:  # HTML from a proxy, a bug: a failed probe, never lost
+            self._probe_failed(name, err, "probe")
             return
         self.infos[name] = info
         if self.reference is None:
@@ -507,17 +529,4 @@ class Router:
                 "size": info.size if info else None, "size_vram": info.size_vram if info else None,
             })
         return out
-
-
-def _unencodable(texts: list[str], labels: list, exc: Exception) -> InputError:
-    for text, label in zip(texts, labels):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as bad:
-            return InputError(
-                f"row {label!r} is not valid Unicode text (a lone surrogate at character "
-                f"{bad.start}): clean it, e.g. text.encode('utf-8', 'replace').decode()",
-                row=label,
-            )
-    return InputError(f"rows {labels[0]!r}..{labels[-1]!r} cannot be sent as JSON: {exc}")
 

@@ -41,15 +41,24 @@ class RouterSettings:
     probe_timeout: float = 10.0  # fleet check and re-probes of ejected nodes
     wait_for_nodes: float = 60.0  # how long a run waits with every node down before failing
     eject_after: int = 3  # transient failures in a row that eject a node
+    # Bad answers in a row (vectors failing a check, bodies too large, dripping or not
+    # JSON) after which a node is quarantined: probes do not clear them, a good batch does.
+    quarantine_after: int = 3
+    # Largest embedding answer read; None: derived per request (texts x dimension x 48
+    # bytes + 1 MiB, room for pretty-printed JSON floats). Probes are capped at 4 MiB.
+    max_response_bytes: int | None = None
     verify: bool | str = True  # TLS verification for https:// nodes; or a CA bundle path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verify", check_verify(self.verify))
         if not self.opts.model or not isinstance(self.opts.model, str):
             raise ConfigurationError("model must be a non-empty string such as 'nomic-embed-text'")
-        for name in ("batch_size", "max_batch_chars", "max_attempts", "eject_after"):
+        for name in ("batch_size", "max_batch_chars", "max_attempts", "eject_after",
+                     "quarantine_after"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if self.max_response_bytes is not None and self.max_response_bytes < 1024:
+            raise ConfigurationError("max_response_bytes must be None (derived) or >= 1024")
         for name in ("first_timeout", "min_timeout", "probe_timeout", "wait_for_nodes",
                      "batch_seconds"):
             if not getattr(self, name) > 0:

@@ -47,6 +47,8 @@ class Outcome:
     seconds: float = 0.0
     failure: str | None = None  # None: success; CANCELLED: abandoned, no verdict
     hard: bool = False
+    retry_after: float | None = None  # a busy node asked for this many seconds
+    reason: str = ""  # the error, for the node's state (kept on this process only)
 
 
 class LocalSlots:
@@ -75,7 +77,8 @@ class LocalSlots:
 
     def release(self, grant: Grant, outcome: Outcome) -> None:
         self.balancer.release(grant.node, texts=outcome.texts, seconds=outcome.seconds,
-                              failure=outcome.failure, hard=outcome.hard)
+                              failure=outcome.failure, hard=outcome.hard,
+                              retry_after=outcome.retry_after, reason=outcome.reason)
         self.wake()
 
     def wake(self) -> None:
@@ -123,7 +126,7 @@ class BrokerSlots:
         """A lease, or None when none came within the broker's wait (the router then
         checks its nodes and asks again)."""
         while True:
-            unusable = [s.name for s in self.balancer.nodes.values() if s.health is not Health.UP]
+            unusable = self.balancer.unusable()  # down, quarantined or asked for a pause
             request = asyncio.ensure_future(self._call(
                 "sollol_slots_acquire", worker=self._worker, nodes=self._caps(),
                 avoid=sorted(avoid), unusable=unusable, timeout=_BROKER_WAIT,
@@ -147,7 +150,8 @@ class BrokerSlots:
     def release(self, grant: Grant, outcome: Outcome) -> None:
         try:
             self.balancer.release(grant.node, texts=outcome.texts, seconds=outcome.seconds,
-                                  failure=outcome.failure, hard=outcome.hard)
+                                  failure=outcome.failure, hard=outcome.hard,
+                                  retry_after=outcome.retry_after, reason=outcome.reason)
         finally:
             self._send_release(grant, outcome)  # the lease goes back whatever happens here
 

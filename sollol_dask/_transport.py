@@ -9,6 +9,11 @@ proxies such nodes usually sit behind.
 
 A pool is created lazily on the router's event loop (aiohttp sessions belong to a loop)
 and only ever used there.
+
+Bodies are read in chunks and bounded: at most ``max_bytes`` (a larger answer stops the
+read and closes the connection), only the first 64 KiB of an error answer, and once the
+headers are in, the body must keep coming at a sane pace (a node that drips bytes and
+never finishes fails in seconds, not at the request's whole timeout).
 """
 
 from __future__ import annotations
@@ -22,11 +27,17 @@ import httpx
 import yarl
 
 from ._exceptions import ConfigurationError, NodeError
+from ._limits import ERROR_BODY_BYTES, size_text
 from ._secrets import FromEnv, resolve_headers
-from .backends import Failure
+from .backends import Failure, Reply
 
 _CONNECT_SECONDS = 5.0  # a node that does not accept a connection in this time is down
 _JSON = {"Content-Type": "application/json"}
+# Once its headers are in, an answer's body gets this long, plus 1 s per 64 KiB received:
+# servers send an embedding answer at once (it is computed before the headers go out),
+# and 64 KiB/s is far below any link a fleet runs on.
+_BODY_GRACE = 5.0
+_MIN_BODY_RATE = 64 * 1024
 
 
 class NodePool:
@@ -41,17 +52,66 @@ class NodePool:
         self.verify = verify
 
     async def request(self, method: str, path: str, body: bytes | None,
-                      timeout: float) -> tuple[int, bytes]:
+                      timeout: float, max_bytes: int) -> Reply:
         raise NotImplementedError
 
     async def aclose(self) -> None:
         raise NotImplementedError
 
+    async def _read_body(self, next_chunk, declared: int | None, status: int, max_bytes: int,
+                         close=lambda: None) -> bytes:
+        """The body, chunk by chunk: at most ``max_bytes`` of a 2xx answer (else an error),
+        the first ``ERROR_BODY_BYTES`` of any other, arriving at a sane pace. ``close``
+        drops the connection when the read stops early (nothing more is read from it)."""
+        ok = 200 <= status < 300
+        cap = max_bytes if ok else min(max_bytes, ERROR_BODY_BYTES)
+        if ok and declared is not None and declared > cap:
+            close()
+            raise self._too_large(cap, declared)
+        start = asyncio.get_running_loop().time()
+        chunks: list[bytes] = []
+        size = 0
+        pace = asyncio.timeout_at(start + _BODY_GRACE)
+        try:
+            async with pace:
+                while chunk := await next_chunk():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > cap:
+                        close()
+                        if ok:
+                            raise self._too_large(cap)
+                        return b"".join(chunks)[:cap]  # enough of an error page to quote
+                    pace.reschedule(start + _BODY_GRACE + size / _MIN_BODY_RATE)
+        except TimeoutError:
+            if not pace.expired():
+                raise  # the request's own timeout
+            close()
+            raise self._dripping(size, asyncio.get_running_loop().time() - start) from None
+        return b"".join(chunks)
+
     # -- the errors every pool raises ------------------------------------------------
 
     def _timeout(self, timeout: float) -> NodeError:
         err = NodeError(f"{self.name} did not answer within {timeout:.1f} s", node=self.name)
-        err.failure, err.hard = Failure.TRANSIENT, True
+        err.failure, err.hard = Failure.TIMEOUT, True
+        return err
+
+    def _too_large(self, limit: int, declared: int | None = None) -> NodeError:
+        said = f" (it announced {declared:,} bytes)" if declared is not None else ""
+        err = NodeError(
+            f"{self.name} sent more than {size_text(limit)} in one answer{said}: read stopped "
+            "and connection closed (for embedding answers the limit is the "
+            "max_response_bytes setting)", node=self.name)
+        err.failure, err.hard = Failure.BAD_RESPONSE, True
+        return err
+
+    def _dripping(self, received: int, seconds: float) -> NodeError:
+        err = NodeError(
+            f"{self.name} sent only {received:,} bytes of an answer's body in {seconds:.1f} s "
+            "after its headers (a server sends an answer at once): connection closed",
+            node=self.name)
+        err.failure, err.hard = Failure.BAD_RESPONSE, True
         return err
 
     def _refused(self, reason: str) -> NodeError:
@@ -85,7 +145,7 @@ class Http1Pool(NodePool):
         return self._session
 
     async def request(self, method: str, path: str, body: bytes | None,
-                      timeout: float) -> tuple[int, bytes]:
+                      timeout: float, max_bytes: int) -> Reply:
         session = self._open()
         url = self._urls.get(path)
         if url is None:  # yarl parsing is a visible per-request cost
@@ -97,7 +157,12 @@ class Http1Pool(NodePool):
                                               sock_connect=min(timeout, _CONNECT_SECONDS)),
                 allow_redirects=False,  # as httpx: never re-send a body (or headers) elsewhere
             ) as response:
-                return response.status, await response.read()
+                content = await self._read_body(response.content.readany,
+                                                response.content_length, response.status,
+                                                max_bytes, response.close)
+                return Reply(response.status, content, path,
+                             response.headers.get("Retry-After"),
+                             response.headers.get("Location"))
         except asyncio.TimeoutError:  # aiohttp's ServerTimeoutError is one too
             raise self._timeout(timeout) from None
         except aiohttp.ClientConnectorError as exc:
@@ -127,14 +192,24 @@ class Http2Pool(NodePool):
         return self._client
 
     async def request(self, method: str, path: str, body: bytes | None,
-                      timeout: float) -> tuple[int, bytes]:
+                      timeout: float, max_bytes: int) -> Reply:
         client = self._open()
         try:
-            response = await client.request(
-                method, path, content=body, headers=_JSON if body is not None else None,
-                timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_SECONDS)))
-            return response.status_code, response.content
-        except httpx.TimeoutException:
+            # httpx's read timeout is per read; the request's timeout is for the whole
+            # answer, as with aiohttp.
+            async with asyncio.timeout(timeout), client.stream(
+                    method, path, content=body, headers=_JSON if body is not None else None,
+                    timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_SECONDS)),
+            ) as response:
+                declared = response.headers.get("Content-Length")
+                chunks = response.aiter_bytes()
+                # Leaving the stream early closes it (and an HTTP/1.1 connection with it).
+                content = await self._read_body(
+                    lambda: anext(chunks, b""), int(declared) if declared and declared.isdigit()
+                    else None, response.status_code, max_bytes)
+                return Reply(response.status_code, content, path,
+                             response.headers.get("Retry-After"), response.headers.get("Location"))
+        except (httpx.TimeoutException, TimeoutError):
             raise self._timeout(timeout) from None
         except httpx.ConnectError as exc:
             raise self._refused(_httpx_reason(exc)) from None

@@ -1,5 +1,6 @@
 """Wire formats and error classification, on bodies as the servers send them."""
 
+import asyncio
 import base64
 
 import numpy as np
@@ -77,3 +78,103 @@ def test_request_bodies_keep_options_identical():
                     "options": {"num_ctx": 512}}
     body = orjson.loads(OPENAI.embed_body(["x"], EmbedOptions(model="m")))
     assert body == {"model": "m", "input": ["x"], "encoding_format": "base64"}
+
+
+# -- hostile answers ----------------------------------------------------------------
+
+def unit(n: int, dim: int = 4, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_every_row_is_checked_count_finite_zero_norm_dimension():
+    good = unit(3)
+    body = lambda m: orjson.dumps({"embeddings": m.tolist()})  # noqa: E731
+    assert np.array_equal(OLLAMA.parse_embed(body(good), 3, "n", dimension=4, norm=1.0), good)
+    zero = good.copy()
+    zero[2] = 0
+    with pytest.raises(BadResponseError, match=r"n returned an all-zero vector \(batch item 2\)") as info:
+        OLLAMA.parse_embed(body(zero), 3, "n")
+    assert info.value.failure is Failure.BAD_RESPONSE
+    scaled = good.copy()
+    scaled[1] *= 10
+    with pytest.raises(BadResponseError, match=r"vector of norm 10 \(batch item 1\); the fleet's "
+                                               r"vectors have norm 1 \(normalized\)"):
+        OLLAMA.parse_embed(body(scaled), 3, "n", norm=1.0)
+    # A fleet of unnormalized vectors (norm ~10 here) takes norms within 10x of its own.
+    assert OLLAMA.parse_embed(body(good * 10), 3, "n", norm=12.0).shape == (3, 4)
+    with pytest.raises(BadResponseError, match="norm 1 .*the fleet's vectors have norm about 120"):
+        OLLAMA.parse_embed(body(good), 3, "n", norm=120.0)
+    with pytest.raises(BadResponseError, match="dimension 4, the fleet uses 768") as info:
+        OLLAMA.parse_embed(body(good), 3, "n", dimension=768)
+    assert info.value.failure is Failure.NODE_FATAL  # never mixed: excluded
+
+
+def test_openai_index_values_must_be_each_row_once():
+    a, b, c = unit(3)
+    item = lambda i, v: {"index": i, "embedding": v.tolist()}  # noqa: E731
+    placed = OPENAI.parse_embed(orjson.dumps({"data": [item(2, c), item(0, a), item(1, b)]}), 3, "n")
+    assert np.array_equal(placed, np.stack([a, b, c]))
+    for indexes in ([0, 0, 0], [0, 1, 3], [0, 1, True], [0, 1, "2"], [0, 1, 1.0]):
+        data = {"data": [item(i, v) for i, v in zip(indexes, (c, b, a))]}
+        with pytest.raises(BadResponseError, match="index values .* for 3 texts .*each of 0..2 "
+                                                   "once expected") as info:
+            OPENAI.parse_embed(orjson.dumps(data), 3, "n")
+        assert info.value.failure is Failure.BAD_RESPONSE
+
+
+def test_server_error_text_is_clipped_whatever_its_shape():
+    huge = "x" * (4 * 1024 * 1024)
+    for body in ({"error": huge}, {"error": {"message": huge, "type": "t"}}, {"detail": [huge]}):
+        err = classify(500, body)
+        assert len(str(err)) < 500 and "xxxx... (" in str(err)
+    err = OLLAMA.classify(400, huge.encode()[:65536], "http://n:1", "m")  # a cut plain body
+    assert len(str(err)) < 500 and str(err).count("x") == 300
+
+
+def test_a_redirect_is_configuration_and_names_the_url():
+    err = OLLAMA.classify(301, b"", "http://n:1", "m", location="https://gpu.example/api/embed",
+                          path="/api/embed")
+    assert err.failure is Failure.NODE_FATAL and not err.retryable
+    assert ("http://n:1 redirects to https://gpu.example/api/embed (HTTP 301): configure the node "
+            "as https://gpu.example instead") in str(err)
+    err = OLLAMA.classify(307, b"", "http://n:1", "m", location="/ollama/api/tags", path="/api/tags")
+    assert "configure the node as http://n:1/ollama instead" in str(err)
+    err = OLLAMA.classify(302, b"", "http://n:1", "m", location="https://u:pw@elsewhere/x", path="/")
+    assert "pw" not in str(err) and "https://u:***@elsewhere/x" in str(err)
+
+
+def test_retry_after_on_429_and_503_makes_a_pause_not_a_failure():
+    err = OLLAMA.classify(429, b'{"error": "queue full"}', "http://n:1", "m", retry_after="3")
+    assert (err.failure, err.retry_after) == (Failure.BUSY, 3.0)
+    assert "asked to wait 3 s" in str(err)
+    err = OLLAMA.classify(503, b"{}", "http://n:1", "m", retry_after="Wed, 21 Oct 2015 07:28:00 GMT")
+    assert (err.failure, err.retry_after) == (Failure.BUSY, 0.0)  # a date in the past
+    err = OLLAMA.classify(500, b"{}", "http://n:1", "m", retry_after="3")  # only 429 and 503
+    assert err.failure is Failure.TRANSIENT and err.retry_after is None
+
+
+def test_describe_maps_undecodable_answers_to_a_failed_probe():
+    from sollol_dask.backends import Reply
+    from sollol_dask import NodeError
+
+    def fetching(answers: dict):
+        async def fetch(method, path, payload):
+            status, body = answers.get(path, (404, b'{"error": "not found"}'))
+            return Reply(status, body, path)
+        return fetch
+
+    html = (200, b"<html><h1>502 Bad Gateway</h1></html>")
+    for answers in ({"/api/version": html}, {"/api/version": (200, b"[]")},
+                    {"/api/version": (200, b"{}"), "/api/tags": (200, b'{"models": [1, 2]}')}):
+        with pytest.raises(BadResponseError, match="malformed answer to") as info:
+            asyncio.run(OLLAMA.describe(fetching(answers), EmbedOptions(model="m"), "http://n:1"))
+        assert info.value.failure is Failure.TRANSIENT  # a proxy's page: probed again later
+    names = {"models": [{"name": f"other-{i}"} for i in range(100)]}
+    answers = {"/api/version": (200, b"{}"), "/api/tags": (200, orjson.dumps(names))}
+    with pytest.raises(ModelNotFoundError, match=r"it has: other-0, other-1, other-10, other-11, "
+                                                 r"other-12 and 95 more\)$"):
+        asyncio.run(OLLAMA.describe(fetching(answers), EmbedOptions(model="m"), "http://n:1"))
+    answers["/api/tags"] = (404, b"404 page not found")
+    with pytest.raises(NodeError, match="has no /api/tags .* use Node\\(url, api='openai'\\)"):
+        asyncio.run(OLLAMA.describe(fetching(answers), EmbedOptions(model="m"), "http://n:1"))

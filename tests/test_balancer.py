@@ -193,3 +193,76 @@ def test_latency_histogram_and_quantiles(clock):
     assert sum(counts) == 5
     assert histogram_quantile(counts, 0.5) == 0.25 and histogram_quantile(counts, 0.95) == 5.0
     assert histogram_quantile([0] * len(counts), 0.5) is None
+
+
+def _readmissions_of_a_node_that_always_answers_wrongly(clock, bal, minutes: int) -> int:
+    """Drive ``n0`` as the router does for ``minutes`` of fake time: it takes a batch
+    whenever it is up, answers it wrongly, and is probed (successfully) when due."""
+    readmitted = 0
+    for _ in range(minutes * 600):  # 0.1 s steps, as the router's supervisor
+        if bal.nodes["n0"].health is Health.UP and bal.choose(exclude={"n1"}) == "n0":
+            bal.release("n0", failure="bad-response", reason="returned 15 vectors for 16 texts")
+        for name in bal.due_probes():
+            bal.probe_result(name, True)  # it describes itself fine every time
+            readmitted += 1
+        clock.advance(0.1)
+    return readmitted
+
+
+def test_a_node_that_keeps_answering_wrongly_is_quarantined_not_readmitted(clock):
+    bal = make(clock, caps=(2, 2))
+    # Before: ejected after 3 in a row, re-admitted after 1-2 s, forever (~300 times).
+    assert _readmissions_of_a_node_that_always_answers_wrongly(clock, bal, 10) <= 3
+    s = bal.nodes["n0"]
+    assert s.health is Health.QUARANTINED
+    assert s.reason.startswith("quarantined for 600 s: 4 bad answers in a row, last: "
+                               "bad-response (returned 15 vectors for 16 texts)")
+    assert bal.usable_slots() == 2  # n1's only: a quarantined node is not waited for
+
+
+def test_bad_answers_eject_at_once_with_growing_waits_until_quarantine(clock):
+    bal = make(clock, caps=(2, 2), quarantine_after=3, quarantine=300.0)
+    waits = []
+    for _ in range(3):
+        assert bal.choose(exclude={"n1"}) == "n0"
+        bal.release("n0", failure="bad-response")
+        waits.append(bal.nodes["n0"].retry_at - clock())
+        if bal.nodes["n0"].health is Health.EJECTED:
+            clock.advance(waits[-1])
+            assert bal.due_probes() == ["n0"]
+            bal.probe_result("n0", True)
+            assert bal.nodes["n0"].strikes > 0  # a probe does not clear a strike
+    assert waits == [1.0, 2.0, 300.0]
+    assert bal.nodes["n0"].health is Health.QUARANTINED
+    clock.advance(300.0)
+    assert bal.due_probes() == ["n0"]  # probed when the quarantine ends
+    bal.probe_result("n0", True)
+    bal.choose(exclude={"n1"})
+    bal.release("n0", texts=16, seconds=0.1)  # a good batch clears the strikes
+    assert (bal.nodes["n0"].strikes, bal.nodes["n0"].health) == (0, Health.UP)
+
+
+def test_a_busy_node_gets_nothing_until_its_retry_after_and_is_not_ejected(clock):
+    bal = make(clock, caps=(1, 1), eject_after=1)
+    assert bal.choose(exclude={"n1"}) == "n0"
+    bal.release("n0", failure="busy", retry_after=5.0)
+    s = bal.nodes["n0"]
+    assert s.health is Health.UP and s.consecutive_failures == 0 and s.errors["busy"] == 1
+    assert bal.choose() == "n1" and bal.choose() is None
+    assert bal.unusable() == ["n0"] and not bal.has_free_slot()
+    clock.advance(4.99)
+    assert not bal.end_pauses() and bal.choose() is None
+    clock.advance(0.02)
+    assert bal.end_pauses() and bal.choose() == "n0"
+
+
+def test_first_timeout_shrinks_when_an_unmeasured_node_never_answers(clock):
+    bal = make(clock, caps=(1, 1), min_timeout=5.0, first_timeout=120.0)
+    seen = []
+    for _ in range(5):
+        seen.append(bal.timeout_for("n0", 16))
+        bal.choose(exclude={"n1"})
+        bal.release("n0", failure="timeout", hard=True)
+        bal.probe_result("n0", True)
+    assert seen == [120.0, 30.0, 7.5, 5.0, 5.0]
+    assert bal.timeout_for("n1", 16) == 120.0  # per node

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ._base import Backend, EmbedOptions, Failure, NodeInfo
+from ._base import Backend, EmbedOptions, Failure, NodeInfo, Reply
 from .ollama import OllamaBackend
 from .openai import OpenAIBackend
 
 BACKENDS: dict[str, Backend] = {"ollama": OllamaBackend(), "openai": OpenAIBackend()}
 
 __all__ = ["BACKENDS", "Backend", "EmbedOptions", "Failure", "NodeInfo", "OllamaBackend",
-           "OpenAIBackend"]
+           "OpenAIBackend", "Reply"]

@@ -1,8 +1,10 @@
 """What every backend shares: the request/response contract and error classification.
 
-A backend turns texts into a request body and a response body into a float32 matrix. It
-never chooses nodes and never touches sockets: probing goes through the ``Fetch``
-callable the router hands it, so that httpx exceptions are mapped in one place.
+A backend turns texts into a request body and a response body into a float32 matrix,
+checked row by row (``_checks``). It never chooses nodes and never touches sockets:
+probing goes through the ``Fetch`` callable the router hands it, so that HTTP libraries'
+exceptions are mapped in one place (``_transport``), and every decoding error of a
+node's answer becomes a ``BadResponseError`` here.
 """
 
 from __future__ import annotations
@@ -12,15 +14,34 @@ import enum
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urljoin
 
 import numpy as np
 import orjson
 
 from .._exceptions import BadResponseError, InputError, ModelNotFoundError, NodeError
+from .._limits import SERVER_TEXT_CHARS, clip, retry_after_seconds
+from .._node import redact_url
 
-# fetch(method, path, json_body_or_None) -> (status, body bytes); raises NodeError when the
-# node cannot be reached.
-Fetch = Callable[[str, str, Any], Awaitable[tuple[int, bytes]]]
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """A node's answer as the transport read it (its body bounded in size)."""
+
+    status: int
+    content: bytes
+    path: str = ""  # the request's path, for messages
+    retry_after: str | None = None  # the Retry-After header, unparsed
+    location: str | None = None  # the Location header of a redirect
+
+
+# {"error": "text... or {"error": {"message": "text... at the start of a cut-off JSON body
+_ERROR_FIELD = re.compile(r'^\{\s*"(?:error|message|detail)"\s*:\s*(?:\{[^{}"]*?"message"\s*:\s*)?'
+                          r'"((?:[^"\\]|\\.)*)')
+
+# fetch(method, path, json_body_or_None) -> Reply; raises NodeError when the node cannot
+# be reached or its answer is too large.
+Fetch = Callable[[str, str, Any], Awaitable[Reply]]
 
 
 class Failure(enum.Enum):
@@ -31,6 +52,14 @@ class Failure(enum.Enum):
     CALLER = "caller"  # the caller's request is wrong: raise at once
     TOO_LONG = "too-long"  # a text exceeds the context: find the row and raise
     TOO_BIG = "too-big"  # the batch is larger than the server accepts: split it
+    # The node answered, but wrongly (vectors that fail a check, a body that is not JSON,
+    # too large or never ends): another node is tried, and a node that keeps doing it is
+    # quarantined (probes do not clear it; only a good answer does).
+    BAD_RESPONSE = "bad-response"
+    TIMEOUT = "timeout"  # no answer in time: like TRANSIENT, and a slow first answer
+    # The node asked us to wait (429 or 503 with Retry-After): it gets nothing until then,
+    # and it is not held against it.
+    BUSY = "busy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +86,9 @@ class NodeInfo:
     version: str | None = None
     size: int | None = None  # bytes of the loaded model (Ollama /api/ps)
     size_vram: int | None = None  # of which in GPU memory (< size: partly on the CPU)
+    # Typical L2 norm of the node's vectors: measured on a probe embedding, or promised by
+    # the wire format (Ollama's /api/embed normalizes); every answer is checked against it.
+    norm: float | None = None
 
 
 class Backend:
@@ -69,35 +101,84 @@ class Backend:
     def embed_body(self, texts: Sequence[str], opts: EmbedOptions) -> bytes:
         raise NotImplementedError
 
-    def parse_embed(self, content: bytes, count: int, node: str) -> np.ndarray:
+    def parse_embed(self, content: bytes, count: int, node: str, *,
+                    dimension: int | None = None, norm: float | None = None) -> np.ndarray:
+        """The (count, dim) float32 matrix of an answer, rows in input order, every row
+        checked (see ``_checks.check_rows``); ``dimension`` and ``norm`` are the fleet's."""
         raise NotImplementedError
 
     async def describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
+        """What the node serves. Anything in its answers that does not decode as expected
+        (a proxy's HTML page, a list where a dict belongs) is a ``BadResponseError``:
+        a failed probe, never an exception that escapes the router's probing tasks."""
+        try:
+            return await self._describe(fetch, opts, node)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError,
+                IndexError) as exc:
+            err = malformed(node, f"{type(exc).__name__}: {exc}", "answer to a probe")
+        except Undecodable as exc:
+            err = exc
+        # Most likely a proxy's page while the node restarts: a failed probe, tried again
+        # after the usual back-off. Strikes are for answers a node gets wrong, not garbled.
+        err.failure = Failure.TRANSIENT
+        raise err from None
+
+    async def _describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
         raise NotImplementedError
+
+    def probe_json(self, reply: Reply, node: str, model: str, *, optional: bool = False) -> Any:
+        """The decoded body of a probe's answer. A route that is ``optional`` and missing
+        or failing gives None; a redirect or refused credentials raise on any route."""
+        if reply.status == 200:
+            try:
+                return orjson.loads(reply.content)
+            except orjson.JSONDecodeError as exc:
+                raise malformed(node, f"{exc} (body starts {reply.content[:60]!r})",
+                                f"answer to {reply.path}") from None
+        if optional and not (300 <= reply.status < 400 or reply.status in (401, 403)):
+            return None
+        raise self.classify_reply(reply, node, model)
 
     def warm_body(self, opts: EmbedOptions) -> bytes | None:
         """A request that loads the model without embedding, or None if the API has none."""
         return None
 
     def error_message(self, content: bytes) -> str:
-        """The server's error text from an error body, whatever its shape."""
+        """The server's error text from an error body, whatever its shape, clipped: it is
+        the node's to choose and ends up in exceptions, logs and metrics."""
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            return content[:300].decode("utf-8", "replace").strip()
+            # Cut at ERROR_BODY_BYTES, a JSON error body no longer parses: quote its text.
+            text = content[:4096].decode("utf-8", "replace").strip()
+            quoted = _ERROR_FIELD.search(text)
+            text = quoted.group(1) if quoted else text
+            # How long the whole text was is unknown (the body was cut): no count.
+            return text if len(text) <= SERVER_TEXT_CHARS else text[:SERVER_TEXT_CHARS] + "... (cut)"
         if isinstance(data, dict):
             err = data.get("error", data.get("message", data.get("detail", data)))
             if isinstance(err, dict):
                 err = err.get("message", err)
-            return str(err)
-        return str(data)[:300]
+            return clip(err, SERVER_TEXT_CHARS)
+        return clip(data, SERVER_TEXT_CHARS)
 
-    def classify(self, status: int, content: bytes, node: str, model: str) -> NodeError:
+    def classify_reply(self, reply: Reply, node: str, model: str) -> NodeError:
+        """``classify`` for a reply as the transport returns it (headers included)."""
+        return self.classify(reply.status, reply.content, node, model,
+                             retry_after=reply.retry_after, location=reply.location,
+                             path=reply.path)
+
+    def classify(self, status: int, content: bytes, node: str, model: str, *,
+                 retry_after: str | None = None, location: str | None = None,
+                 path: str = "") -> NodeError:
         """A ``NodeError`` for a non-200 answer, its ``.failure`` telling what to do."""
+        if 300 <= status < 400:
+            return redirected(status, node, location, path)
         text = self.error_message(content)
         lower = text.lower()
         kind = Failure.TRANSIENT
         hint = "it will be retried on another node"
+        wait = retry_after_seconds(retry_after) if status in (429, 503) else None
         if status == 404 or ("model" in lower and "not found" in lower):
             err = ModelNotFoundError(
                 f"model {model!r} not found on {node}: run `ollama pull {model}` there, "
@@ -107,7 +188,10 @@ class Backend:
             )
             err.failure = Failure.NODE_FATAL
             return err
-        if "context length" in lower or "context size" in lower or "too large to process" in lower:
+        if wait is not None:
+            kind = Failure.BUSY
+            hint = f"it asked to wait {wait:g} s (Retry-After); other nodes take the work meanwhile"
+        elif "context length" in lower or "context size" in lower or "too large to process" in lower:
             kind, hint = Failure.TOO_LONG, "a text is longer than the model's context"
         elif status in (413, 422) or "batch size" in lower and status < 500:
             kind, hint = Failure.TOO_BIG, "the batch is larger than the server accepts"
@@ -119,11 +203,45 @@ class Backend:
         err = NodeError(f"{node} answered HTTP {status}: {text} ({hint})", node=node, status=status,
                         retryable=kind not in (Failure.CALLER, Failure.TOO_LONG))
         err.failure = kind
+        err.retry_after = wait
         if kind is Failure.TOO_BIG:
             # TEI: "batch size 64 > maximum allowed batch size 32": the limit, when said.
             limit = re.search(r"maximum allowed batch size (\d+)", lower)
             err.max_inputs = int(limit.group(1)) if limit else None
         return err
+
+
+def redirected(status: int, node: str, location: str | None, path: str) -> NodeError:
+    """A redirect is configuration, not a passing fault: requests are never followed to
+    another address (headers such as a token must not be sent elsewhere), so the user
+    is told which URL to configure instead."""
+    if location:
+        target = urljoin(node.rstrip("/") + (path or "/"), location.strip())
+        base = target[: -len(path)] if path and target.endswith(path) else target
+        where = f"redirects to {clip(redact_url(target), 200)} (HTTP {status}): configure " \
+                f"the node as {clip(redact_url(base), 200)} instead"
+    else:
+        where = f"answered with a redirect (HTTP {status}) without a Location: check its URL"
+    err = NodeError(f"{node} {where}; redirects are not followed, so that headers are never "
+                    "sent to another address", node=node, status=status, retryable=False)
+    err.failure = Failure.NODE_FATAL
+    return err
+
+
+def bad_response(node: str, message: str) -> BadResponseError:
+    err = BadResponseError(message, node=node)
+    err.failure = Failure.BAD_RESPONSE
+    return err
+
+
+class Undecodable(BadResponseError):
+    """A body that does not decode as the wire format says (HTML from a proxy, cut JSON)."""
+
+
+def malformed(node: str, why: str, what: str = "embedding response") -> BadResponseError:
+    err = Undecodable(f"{node} sent a malformed {what}: {clip(why, 200)}", node=node)
+    err.failure = Failure.BAD_RESPONSE
+    return err
 
 
 def _transient_400(lower: str) -> bool:
@@ -136,23 +254,6 @@ def _transient_400(lower: str) -> bool:
     )
 
 
-def check_matrix(matrix: np.ndarray, count: int, node: str) -> np.ndarray:
-    """Raise ``BadResponseError`` unless ``matrix`` is (count, dim) float32 and finite."""
-    if matrix.ndim != 2 or matrix.shape[0] != count:
-        raise BadResponseError(
-            f"{node} returned {matrix.shape[0] if matrix.ndim else 0} vectors for {count} texts",
-            node=node,
-        )
-    if not np.isfinite(matrix).all():
-        bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
-        raise BadResponseError(f"{node} returned a non-finite vector (batch item {bad})", node=node)
-    return matrix
-
-
-def malformed(node: str, why: str) -> BadResponseError:
-    return BadResponseError(f"{node} sent a malformed embedding response: {why}", node=node)
-
-
 def input_too_long(row: object, node: str, text: str) -> InputError:
     return InputError(
         f"row {row!r} is longer than the model's context on {node}: shorten or split it "
@@ -160,3 +261,18 @@ def input_too_long(row: object, node: str, text: str) -> InputError:
         f"servers such as llama.cpp never do) (server said: {text})",
         row=row,
     )
+
+
+def unencodable(texts: list[str], labels: list, exc: Exception) -> InputError:
+    """The row that orjson could not encode (a lone surrogate), named."""
+    for text, label in zip(texts, labels):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as bad:
+            return InputError(
+                f"row {label!r} is not valid Unicode text (a lone surrogate at character "
+                f"{bad.start}): clean it, e.g. text.encode('utf-8', 'replace').decode()",
+                row=label,
+            )
+    return InputError(f"rows {labels[0]!r}..{labels[-1]!r} cannot be sent as JSON: {exc}")
+

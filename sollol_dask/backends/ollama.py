@@ -7,8 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from .._exceptions import ModelNotFoundError
-from ._base import Backend, EmbedOptions, Fetch, NodeInfo, check_matrix, malformed
+from .._exceptions import ModelNotFoundError, NodeError
+from .._limits import some_names
+from ._base import Backend, EmbedOptions, Failure, Fetch, NodeInfo, malformed
+from ._checks import check_rows
 
 
 class OllamaBackend(Backend):
@@ -28,7 +30,8 @@ class OllamaBackend(Backend):
             body["options"] = opts.options
         return orjson.dumps(body)
 
-    def parse_embed(self, content: bytes, count: int, node: str) -> np.ndarray:
+    def parse_embed(self, content: bytes, count: int, node: str, *,
+                    dimension: int | None = None, norm: float | None = None) -> np.ndarray:
         try:
             data = orjson.loads(content)
             rows = data["embeddings"]
@@ -37,42 +40,51 @@ class OllamaBackend(Backend):
         if not isinstance(rows, list):
             raise malformed(node, "'embeddings' is not a list")
         if len(rows) != count:
-            return check_matrix(np.empty((len(rows), 0), np.float32), count, node)
+            return check_rows(np.empty((len(rows), 0), np.float32), count, node)
         try:
-            with np.errstate(over="ignore"):  # overflow to inf is caught by check_matrix
+            with np.errstate(over="ignore"):  # overflow to inf is caught by check_rows
                 matrix = np.array(rows, dtype=np.float32)
         except (ValueError, TypeError) as exc:
             raise malformed(node, f"vectors are not numeric lists of one length ({exc})") from None
-        return check_matrix(matrix.reshape(count, -1) if count == 0 else matrix, count, node)
+        return check_rows(matrix.reshape(count, -1) if count == 0 else matrix, count, node,
+                          dimension=dimension, norm=norm)
 
-    async def describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
-        info = NodeInfo()
-        status, content = await fetch("GET", "/api/version", None)
-        if status == 200:
-            info.version = orjson.loads(content).get("version")
-        status, content = await fetch("GET", "/api/tags", None)
-        if status == 200:
-            models = orjson.loads(content).get("models", [])
-            entry = _find_model(models, opts.model)
-            if entry is None:
-                names = ", ".join(sorted(m.get("name", "?") for m in models)) or "none"
-                raise ModelNotFoundError(
-                    f"model {opts.model!r} not found on {node}: run `ollama pull {opts.model}` "
-                    f"there (it has: {names})",
-                    node=node,
-                )
-            info.digest = entry.get("digest")
-        status, content = await fetch("POST", "/api/show", {"model": opts.model})
-        if status == 200:
-            model_info = orjson.loads(content).get("model_info") or {}
-            for key, value in model_info.items():
-                if key.endswith(".embedding_length"):
-                    info.dimension = int(value)
-                elif key.endswith(".context_length"):
-                    info.context_length = int(value)
-        status, content = await fetch("GET", "/api/ps", None)
-        if status == 200:
-            entry = _find_model(orjson.loads(content).get("models", []), opts.model)
+    async def _describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
+        # /api/embed L2-normalizes every vector (ollama-behaviour.md): the fleet's norm
+        # is 1, and every answer is checked against it, so a node that does otherwise
+        # is refused instead of mixed in. Measuring it here would cost an embedding
+        # request per node per worker (and wait for a cold model to load).
+        info = NodeInfo(norm=1.0)
+        version = self.probe_json(await fetch("GET", "/api/version", None), node, opts.model,
+                                  optional=True)
+        if version is not None:
+            info.version = version.get("version")
+        reply = await fetch("GET", "/api/tags", None)
+        if reply.status == 404:
+            err = NodeError(f"{node} has no /api/tags (HTTP 404): is it an Ollama server? For "
+                            "llama.cpp, vLLM, TEI or Infinity use Node(url, api='openai')",
+                            node=node, status=404, retryable=False)
+            err.failure = Failure.NODE_FATAL
+            raise err
+        models = self.probe_json(reply, node, opts.model).get("models") or []
+        entry = _find_model(models, opts.model)
+        if entry is None:
+            raise ModelNotFoundError(
+                f"model {opts.model!r} not found on {node}: run `ollama pull {opts.model}` "
+                f"there (it has: {some_names(str(m.get('name', '?')) for m in models)})",
+                node=node,
+            )
+        info.digest = entry.get("digest")
+        show = self.probe_json(await fetch("POST", "/api/show", {"model": opts.model}), node,
+                               opts.model)
+        for key, value in (show.get("model_info") or {}).items():
+            if key.endswith(".embedding_length"):
+                info.dimension = int(value)
+            elif key.endswith(".context_length"):
+                info.context_length = int(value)
+        ps = self.probe_json(await fetch("GET", "/api/ps", None), node, opts.model, optional=True)
+        if ps is not None:
+            entry = _find_model(ps.get("models") or [], opts.model)
             info.loaded = entry is not None
             if entry is not None:
                 info.size, info.size_vram = entry.get("size"), entry.get("size_vram")

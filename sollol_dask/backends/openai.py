@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from ._base import Backend, EmbedOptions, Fetch, NodeInfo, check_matrix, malformed
+from .._exceptions import BadResponseError
+from ._base import Backend, EmbedOptions, Failure, Fetch, NodeInfo, malformed
+from ._checks import check_indexes, check_rows, typical_norm
 
 
 class OpenAIBackend(Backend):
@@ -24,15 +26,19 @@ class OpenAIBackend(Backend):
             body["dimensions"] = opts.dimensions
         return orjson.dumps(body)
 
-    def parse_embed(self, content: bytes, count: int, node: str) -> np.ndarray:
+    def parse_embed(self, content: bytes, count: int, node: str, *,
+                    dimension: int | None = None, norm: float | None = None) -> np.ndarray:
         try:
             items = orjson.loads(content)["data"]
-            items.sort(key=lambda item: item["index"])
+            indexes = [item["index"] for item in items]
             values = [item["embedding"] for item in items]
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise malformed(node, f"{type(exc).__name__}: {exc}") from None
         if len(values) != count:
-            return check_matrix(np.empty((len(values), 0), np.float32), count, node)
+            return check_rows(np.empty((len(values), 0), np.float32), count, node)
+        # Rows are placed by their index, which must name each input once: a server that
+        # numbers them all 0 (or skips one) would otherwise misplace rows silently.
+        order = check_indexes(indexes, count, node)
         if count == 0:
             return np.empty((0, 0), np.float32)
         if isinstance(values[0], str):
@@ -43,29 +49,65 @@ class OpenAIBackend(Backend):
             except (ValueError, TypeError) as exc:
                 raise malformed(node, f"vectors are not numeric lists of one length ({exc})") \
                     from None
-        return check_matrix(matrix, count, node)
+        if matrix.ndim == 2 and not np.array_equal(order, np.arange(count)):
+            placed = np.empty_like(matrix)
+            placed[order] = matrix
+            matrix = placed
+        return check_rows(matrix, count, node, dimension=dimension, norm=norm)
 
-    async def describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
+    async def _describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
         info = NodeInfo(loaded=True)
-        status, content = await fetch("GET", "/props", None)  # llama.cpp only; others 404
-        if status == 200:
+        reply = await fetch("GET", "/props", None)  # llama.cpp only; others 404
+        props = self.probe_json(reply, node, opts.model, optional=True) \
+            if reply.status != 200 else _loads_or_none(reply.content)
+        if isinstance(props, dict):  # anything else there is some other server's business
             try:
-                props = orjson.loads(content)
                 info.total_slots = int(props.get("total_slots") or 0) or None
                 settings = props.get("default_generation_settings") or {}
                 info.context_length = settings.get("n_ctx") or None
-            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            except (AttributeError, TypeError, ValueError):
                 pass
-        # No standard metadata route tells the dimension: embed one short text.
-        status, content = await fetch(
+        # No standard metadata route tells the dimension: embed one short text. Its norm
+        # tells whether this server normalizes (llama.cpp and TEI do by default).
+        reply = await fetch(
             "POST", self.embed_path, {"model": opts.model, "input": ["dimension probe"],
                                       "encoding_format": opts.encoding,
                                       **({"dimensions": opts.dimensions} if opts.dimensions else {})}
         )
-        if status != 200:
-            raise self.classify(status, content, node, opts.model)
-        info.dimension = int(self.parse_embed(content, 1, node).shape[1])
+        if reply.status != 200:
+            raise self.classify_reply(reply, node, opts.model)
+        vector = self.parse_embed(reply.content, 1, node)
+        info.dimension, info.norm = int(vector.shape[1]), typical_norm(vector)
+        if opts.dimensions is None:
+            await self._check_model_dimension(fetch, opts, node, info.dimension)
         return info
+
+    async def _check_model_dimension(self, fetch: Fetch, opts: EmbedOptions, node: str,
+                                     dimension: int) -> None:
+        """llama.cpp lists its model's embedding size (``meta.n_embd``) in /v1/models: a
+        probe vector of another length is not one embedding per text (per-token output,
+        as ``llama-server --pooling none`` sends) and must not define the fleet."""
+        listing = _loads_or_none((await fetch("GET", "/v1/models", None)).content)
+        entries = listing.get("data") if isinstance(listing, dict) else None
+        sizes = {entry.get("id"): (entry.get("meta") or {}).get("n_embd")
+                 for entry in entries or [] if isinstance(entry, dict)}
+        known = {n for n in sizes.values() if isinstance(n, int)}
+        n_embd = sizes.get(opts.model) if isinstance(sizes.get(opts.model), int) \
+            else (known.pop() if len(known) == 1 else None)
+        if n_embd and n_embd != dimension:
+            err = BadResponseError(
+                f"{node} returned a vector of dimension {dimension} to a probe, but its model "
+                f"has n_embd {n_embd} (/v1/models): not one embedding per text (check the "
+                "server's pooling); node excluded", node=node)
+            err.failure = Failure.NODE_FATAL
+            raise err
+
+
+def _loads_or_none(content: bytes):
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _decode_base64(values: list, node: str) -> np.ndarray:

@@ -123,6 +123,7 @@ class _Embed(_Base):
     async def embed(self, data: dict, texts: list[str], truncate: bool = True):
         counters = self.node.counters
         counters.requests += 1
+        counters.arrived()
         number = counters.requests
         counters.inflight += 1
         counters.max_inflight = max(counters.max_inflight, counters.inflight)
@@ -156,8 +157,11 @@ class _Embed(_Base):
         if faults.reset_every and number % faults.reset_every == 0:
             return self._drop()
         if faults.burst_status and faults.burst_after < number <= faults.burst_after + faults.burst_count:
-            msg = ("server busy, please try again.  maximum pending requests exceeded"
-                   if faults.burst_status == 503 else "llama runner process has terminated")
+            msg = {503: "server busy, please try again.  maximum pending requests exceeded",
+                   429: "too many requests: the queue is full"}.get(
+                       faults.burst_status, "llama runner process has terminated")
+            if faults.retry_after and faults.burst_status in (429, 503):
+                self.set_header("Retry-After", f"{faults.retry_after:g}")
             return self._fail(faults.burst_status, msg)
         if faults.max_inputs and len(texts) > faults.max_inputs:
             return self._fail(422, f"batch size {len(texts)} > maximum allowed batch size "
@@ -177,7 +181,8 @@ class _Embed(_Base):
         if faults.malformed_every and number % faults.malformed_every == 0:
             self.set_status(200)
             return self.finish(b'{"model": "' + model.encode() + b'", "embeddings": [[0.1, oops')
-        vectors = node.vectors(texts)
+        vectors = faults.distort(node.vectors(texts), number)
+        self._bad_index = faults.hits(faults.bad_index_every, number)
         node.counters.texts += len(texts)
         if faults.truncated_every and number % faults.truncated_every == 0:
             body = self.render_body(data, texts, vectors, started)
@@ -185,6 +190,8 @@ class _Embed(_Base):
             return self.finish(body[: len(body) // 2])
         self.set_status(200)
         self.finish(self.render_body(data, texts, vectors, started))
+
+    _bad_index = False
 
     def render_body(self, data, texts, vectors, started) -> bytes:
         raise NotImplementedError
@@ -253,16 +260,28 @@ class OpenAIEmbeddings(_Embed):
 
     def render_body(self, data, texts, vectors, started) -> bytes:
         rows = b64_vectors(vectors) if data.get("encoding_format") == "base64" else vectors
-        return dumps({"object": "list", "model": data.get("model"),
-                      "data": [{"object": "embedding", "index": i, "embedding": row}
-                               for i, row in enumerate(rows)],
+        items = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]
+        if self._bad_index:  # answered out of order, every row numbered 0
+            items = [dict(item, index=0) for item in reversed(items)]
+        return dumps({"object": "list", "model": data.get("model"), "data": items,
                       "usage": {"prompt_tokens": sum(len(t) // 4 + 1 for t in texts),
                                 "total_tokens": sum(len(t) // 4 + 1 for t in texts)}})
+
+
+class Models(_Base):
+    """``GET /v1/models`` as llama-server answers it: the model and its ``meta.n_embd``."""
+
+    def get(self) -> None:
+        n = self.node
+        self.reply({"object": "list", "data": [{
+            "id": n.model, "object": "model", "created": 0, "owned_by": "sim",
+            "meta": {"n_embd": n.dimension, "n_ctx_train": n.profile.context_length}}]})
 
 
 ROUTES = [
     (r"/", Root), (r"/api/version", Version), (r"/health", Health), (r"/api/tags", Tags),
     (r"/api/ps", Ps), (r"/api/show", Show), (r"/api/embed", Embed),
     (r"/api/embeddings", LegacyEmbeddings), (r"/v1/embeddings", OpenAIEmbeddings),
+    (r"/v1/models", Models),
     (r"/sim/counters", SimCounters),
 ]

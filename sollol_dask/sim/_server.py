@@ -39,6 +39,14 @@ class Faults:
     requests; ``die_after``/``hang_after`` make the node stop (connections refused) or stop
     answering after N requests; ``slowdown`` multiplies model time; ``max_inputs`` refuses
     requests with more inputs with a 422, as TEI does above its ``--max-client-batch-size``.
+    ``retry_after`` (seconds) is sent as a Retry-After header with a 429 or 503 burst, as
+    TEI and Infinity do when their queue is full.
+
+    Wrong vectors in a 200 answer, every Nth request: ``zero_vectors_every`` (all zeros,
+    a GPU kernel gone wrong), ``long_vectors_every`` (``long_factor`` times the dimension,
+    as a server pooling per token sends), ``unnormalized_every`` (scaled by 10),
+    ``missing_vector_every`` (one vector fewer than texts), ``bad_index_every`` (OpenAI
+    route: rows in reverse order, every ``index`` 0).
     """
 
     eof_every: int = 0
@@ -53,6 +61,30 @@ class Faults:
     hang_after: int = 0
     max_inputs: int = 0
     slowdown: float = 1.0
+    retry_after: float = 0.0
+    zero_vectors_every: int = 0
+    long_vectors_every: int = 0
+    long_factor: int = 37
+    unnormalized_every: int = 0
+    missing_vector_every: int = 0
+    bad_index_every: int = 0
+
+    def hits(self, every: int, number: int) -> bool:
+        return bool(every) and number % every == 0
+
+    def distort(self, vectors: np.ndarray, number: int) -> np.ndarray:
+        """The vectors of request ``number`` as this node gets them wrong, if it does."""
+        if not len(vectors):
+            return vectors
+        if self.hits(self.zero_vectors_every, number):
+            vectors = np.zeros_like(vectors)
+        if self.hits(self.long_vectors_every, number):
+            vectors = np.tile(vectors, (1, self.long_factor))
+        if self.hits(self.unnormalized_every, number):
+            vectors = vectors * np.float32(10.0)
+        if self.hits(self.missing_vector_every, number):
+            vectors = vectors[:-1]
+        return vectors
 
 
 @dataclasses.dataclass
@@ -67,6 +99,13 @@ class Counters:
     busy_seconds: float = 0.0
     first_busy: float | None = None
     last_busy: float | None = None
+    # time.monotonic() at which each embed request arrived (the last 10,000)
+    arrivals: list[float] = dataclasses.field(default_factory=list)
+
+    def arrived(self) -> None:
+        self.arrivals.append(time.monotonic())
+        if len(self.arrivals) > 10_000:
+            del self.arrivals[:5_000]
 
 
 class SimNode:
