@@ -12,6 +12,7 @@ from ._exceptions import (
     SollolError,
 )
 from ._node import Node
+from ._outcome import Failure
 from ._router import FleetWarning
 from ._secrets import FromEnv
 from ._settings import InsecureTLSWarning
@@ -22,6 +23,7 @@ __all__ = [
     "BadResponseError",
     "ConfigurationError",
     "Embedder",
+    "Failure",
     "FleetWarning",
     "FromEnv",
     "InputError",

@@ -38,14 +38,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from ._limits import clip
+from ._outcome import Failure, Outcome
 
-CANCELLED = "cancelled"
-# Failures that say the request was wrong for the server (too long, too many inputs, a bad
-# argument), not that the node is unwell: counted, but they never eject a node.
-REQUEST_FAULTS = frozenset({"too-long", "too-big", "caller"})
-BAD_RESPONSE = "bad-response"  # the backends' Failure values, as plain strings here
-BUSY = "busy"
-TIMEOUT = "timeout"
 # Upper bounds (seconds) of the latency histogram buckets; the last one is +Inf.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
 
@@ -257,15 +251,21 @@ class SlotBalancer:
 
     # -- observations ----------------------------------------------------------------
 
+    def settle(self, name: str, outcome: Outcome) -> None:
+        """``release`` with a request's ``Outcome``."""
+        self.release(name, texts=outcome.texts, seconds=outcome.seconds,
+                     failure=outcome.failure, hard=outcome.hard,
+                     retry_after=outcome.retry_after, reason=outcome.reason)
+
     def release(self, name: str, *, texts: int = 0, seconds: float = 0.0,
-                failure: str | None = None, hard: bool = False,
+                failure: Failure | None = None, hard: bool = False,
                 retry_after: float | None = None, reason: str = "") -> None:
         """Give back a slot. ``failure`` names the error kind (None for success);
         ``hard`` marks failures that show the node is unreachable (eject at once);
         ``retry_after``: seconds a busy node asked us to wait; ``reason``: the error."""
         s = self.nodes[name]
         s.inflight = max(0, s.inflight - 1)
-        if failure == CANCELLED:  # abandoned by us (a hedge won, the run stopped): no verdict
+        if failure is Failure.CANCELLED:  # abandoned by us (a hedge won, the run stopped): no verdict
             return
         s.requests += 1
         if failure is None:
@@ -280,17 +280,17 @@ class SlotBalancer:
                     else (1 - self.alpha) * s.seconds_per_text + self.alpha * sample
                 )
             return
-        s.errors[failure] += 1
-        if failure == BUSY:  # it asked for time: give it that, hold nothing against it
+        s.errors[failure.value] += 1  # counted by name: metrics and events are msgpack
+        if failure is Failure.BUSY:  # it asked for time: give it that, hold nothing against it
             s.resume_at = max(s.resume_at, self.clock() + (retry_after or 0.0))
             return
-        if failure == TIMEOUT and s.seconds_per_text is None:
+        if failure is Failure.TIMEOUT and s.seconds_per_text is None:
             s.first_timeout = max(self.min_timeout, (s.first_timeout or self.first_timeout) / 4)
-        if failure in REQUEST_FAULTS:
+        if failure.request_fault:
             return
         s.consecutive_failures += 1
-        last = f"{failure} ({clip(reason)})" if reason else failure
-        if failure == BAD_RESPONSE:
+        last = f"{failure.value} ({clip(reason)})" if reason else failure.value
+        if failure is Failure.BAD_RESPONSE:
             self.strike(name, last)
         elif s.health is Health.UP and (hard or s.consecutive_failures >= self.eject_after):
             self.eject(name, f"{s.consecutive_failures} failure(s) in a row, last: {last}")

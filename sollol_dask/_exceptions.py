@@ -20,6 +20,7 @@ Messages never contain header values or URL passwords: nodes are shown by their 
 
 from __future__ import annotations
 
+from ._outcome import Failure
 from ._redact import redact
 
 
@@ -29,6 +30,18 @@ class SollolError(Exception):
     def __init__(self, *args: object) -> None:
         # The redaction layer: a node's error text (an echoed header, say) is masked too.
         super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
+
+    def __reduce__(self):
+        # Errors cross Dask processes pickled: keep every attribute (node, status, the
+        # failure kind, the row), not just the message, without re-running __init__.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> SollolError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigurationError(SollolError, ValueError):
@@ -44,53 +57,50 @@ class NoNodeAvailableError(SollolError):
 
 
 class NodeError(SollolError):
-    """A node failed a request. ``retryable`` tells whether another node may succeed."""
+    """A node failed a request. ``retryable`` tells whether another node may succeed.
 
-    # Set by the router's classification: the backends' ``Failure`` kind, and whether the
-    # failure shows the node is unreachable (connection refused, timeout).
-    failure = None
-    hard = False
-    max_inputs = None  # for a batch refused as too large: the server's limit, if it said
-    retry_after = None  # seconds the node asked us to wait (429/503 with Retry-After)
+    ``failure`` is what the router does about it (``Failure``); ``hard`` marks a node
+    that looks unreachable (connection refused, timeout: ejected at once);
+    ``retry_after``: seconds the node asked us to wait (429/503 with Retry-After);
+    ``max_inputs``: for a batch refused as too large, the server's limit if it said.
+    """
 
     def __init__(
-        self, message: str, *, node: str, status: int | None = None, retryable: bool = True
+        self, message: str, *, node: str, status: int | None = None, retryable: bool = True,
+        failure: Failure = Failure.TRANSIENT, hard: bool = False,
+        retry_after: float | None = None, max_inputs: int | None = None,
     ) -> None:
         super().__init__(message)
         self.node = node
         self.status = status
         self.retryable = retryable
-
-    def __reduce__(self):  # keep attributes when pickled across Dask processes
-        return (_rebuild_node_error, (type(self), str(self), self.node, self.status, self.retryable))
-
-
-def _rebuild_node_error(cls, message, node, status, retryable):
-    return cls(message, node=node, status=status, retryable=retryable)
+        self.failure = failure
+        self.hard = hard
+        self.retry_after = retry_after
+        self.max_inputs = max_inputs
 
 
 class ModelNotFoundError(NodeError):
     """The node does not serve the model; ``ollama pull`` it there or fix the name."""
 
     def __init__(self, message: str, *, node: str, status: int | None = 404) -> None:
-        super().__init__(message, node=node, status=status, retryable=False)
-
-    def __reduce__(self):
-        return (type(self), (str(self),), {"node": self.node, "status": self.status, "retryable": False})
+        super().__init__(message, node=node, status=status, retryable=False,
+                         failure=Failure.NODE_FATAL)
 
 
 class BadResponseError(SollolError):
-    """A node answered, but its vectors cannot be used (wrong count, dimension, NaN, ...)."""
+    """A node answered, but its vectors cannot be used (wrong count, dimension, NaN, ...).
 
-    failure = None  # see NodeError
-    hard = False
+    ``failure``: ``BAD_RESPONSE`` (a strike against the node) unless the answer shows
+    the node cannot serve the run at all (``NODE_FATAL``) or is a garbled probe answer
+    (``TRANSIENT``)."""
 
-    def __init__(self, message: str, *, node: str | None = None) -> None:
+    def __init__(self, message: str, *, node: str | None = None,
+                 failure: Failure = Failure.BAD_RESPONSE, hard: bool = False) -> None:
         super().__init__(message)
         self.node = node
-
-    def __reduce__(self):
-        return (type(self), (str(self),), {"node": self.node})
+        self.failure = failure
+        self.hard = hard
 
 
 class InputError(SollolError, ValueError):
@@ -100,9 +110,6 @@ class InputError(SollolError, ValueError):
         super().__init__(message)
         self.row = row
         self.partition = partition
-
-    def __reduce__(self):
-        return (type(self), (str(self),), {"row": self.row, "partition": self.partition})
 
 
 class OutputError(SollolError):

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from ._balancer import CANCELLED, Health, SlotBalancer, backoff_delay
+from ._balancer import Health, SlotBalancer, backoff_delay
 from ._batching import dedupe, tail_size
 from ._job import Batch, Job
 from ._exceptions import (
@@ -39,10 +39,11 @@ from ._limits import PROBE_BYTES, clip, embed_limit
 from ._loop import LoopThread
 from ._node import Node
 from ._settings import RouterSettings
-from ._slots import BrokerSlots, Grant, LocalSlots, Outcome
+from ._outcome import CANCELLED, Failure, Outcome
+from ._slots import BrokerSlots, Grant, LocalSlots
 from ._tasks import BackgroundTasks
 from ._transport import NodePool, open_pool
-from .backends import BACKENDS, Failure, NodeInfo, Reply
+from .backends import BACKENDS, NodeInfo, Reply
 from .backends._base import input_too_long, unencodable
 
 logger = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class Router:
                         # Other work waits for slots: copies only when the fleet idles.
                         target, later = None, _RECHECK_HEDGE
                     if target is None:
-                        self.slots.release(grant, Outcome(failure=CANCELLED))
+                        self.slots.release(grant, CANCELLED)
                         if later is None:
                             return
                         await asyncio.sleep(later)  # a copy may pay off then: look again
@@ -239,15 +240,15 @@ class Router:
             vectors = await request
         except asyncio.CancelledError:
             batch.running.pop(name, None)
-            self.slots.release(grant, Outcome(failure=CANCELLED))
+            self.slots.release(grant, CANCELLED)
             if batch.done and not asyncio.current_task().cancelling():
                 return True  # another copy of this batch won
             request.cancel()
             raise
         except (NodeError, BadResponseError) as err:
             batch.running.pop(name, None)
-            failure = err.failure or Failure.TRANSIENT
-            self.slots.release(grant, Outcome(failure=failure.value, hard=err.hard,
+            failure = err.failure
+            self.slots.release(grant, Outcome(failure=failure, hard=err.hard,
                                               retry_after=getattr(err, "retry_after", None),
                                               reason=clip(err)))
             if failure is Failure.NODE_FATAL:

@@ -25,7 +25,8 @@ from collections.abc import Callable
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from ._balancer import CANCELLED, Health, SlotBalancer
+from ._balancer import Health, SlotBalancer
+from ._outcome import CANCELLED, Failure, Outcome
 
 logger = logging.getLogger(__name__)
 BROKER_NAME = "sollol-dask-slots"
@@ -39,16 +40,6 @@ class Grant:
     # Other requests were still waiting for a slot when this one was granted: there is
     # work elsewhere, so this slot must not be spent on a hedge copy.
     contended: bool = False
-
-
-@dataclasses.dataclass
-class Outcome:
-    texts: int = 0
-    seconds: float = 0.0
-    failure: str | None = None  # None: success; CANCELLED: abandoned, no verdict
-    hard: bool = False
-    retry_after: float | None = None  # a busy node asked for this many seconds
-    reason: str = ""  # the error, for the node's state (kept on this process only)
 
 
 class LocalSlots:
@@ -71,14 +62,12 @@ class LocalSlots:
             return Grant(node, contended=self.waiting)
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:
-                self.balancer.release(future.result(), failure=CANCELLED)
+                self.balancer.settle(future.result(), CANCELLED)
                 self.wake()
             raise
 
     def release(self, grant: Grant, outcome: Outcome) -> None:
-        self.balancer.release(grant.node, texts=outcome.texts, seconds=outcome.seconds,
-                              failure=outcome.failure, hard=outcome.hard,
-                              retry_after=outcome.retry_after, reason=outcome.reason)
+        self.balancer.settle(grant.node, outcome)
         self.wake()
 
     def wake(self) -> None:
@@ -142,22 +131,20 @@ class BrokerSlots:
             grant = Grant(granted["node"], granted["lease"], granted.get("contended", False))
             known = self.balancer.nodes.get(grant.node)
             if known is None or known.health is not Health.UP:
-                self._send_release(grant, Outcome(failure=CANCELLED))
+                self._send_release(grant, CANCELLED)
                 continue
             self.balancer.note_acquired(grant.node)
             return grant
 
     def release(self, grant: Grant, outcome: Outcome) -> None:
         try:
-            self.balancer.release(grant.node, texts=outcome.texts, seconds=outcome.seconds,
-                                  failure=outcome.failure, hard=outcome.hard,
-                                  retry_after=outcome.retry_after, reason=outcome.reason)
+            self.balancer.settle(grant.node, outcome)
         finally:
             self._send_release(grant, outcome)  # the lease goes back whatever happens here
 
     def _send_release(self, grant: Grant, outcome: Outcome) -> None:
         message = {"lease": grant.lease, "texts": outcome.texts, "seconds": outcome.seconds,
-                   "failure": outcome.failure}
+                   "failure": outcome.failure and outcome.failure.value}
         task = asyncio.ensure_future(self._call("sollol_slots_release", worker=self._worker,
                                                 leases=[message]))
         task.add_done_callback(_log_failure)
@@ -166,7 +153,7 @@ class BrokerSlots:
         if request.cancelled() or request.exception() is not None or not request.result():
             return
         granted = request.result()
-        self._send_release(Grant(granted["node"], granted["lease"]), Outcome(failure=CANCELLED))
+        self._send_release(Grant(granted["node"], granted["lease"]), CANCELLED)
 
     def wake(self) -> None:  # the broker wakes its own waiters
         pass
@@ -240,10 +227,15 @@ class SlotBroker(SchedulerPlugin):
             entry = self.leases.pop(item["lease"], None)
             if entry is None:
                 continue
+            # Node health is each worker's business: here a failure only frees the slot
+            # (this balancer never ejects: eject_after is out of reach).
             failure = item.get("failure")
+            if failure is not None:
+                failure = Failure(failure)
+                if failure is not Failure.CANCELLED:
+                    failure = Failure.TRANSIENT
             self.balancer.release(entry[1], texts=item.get("texts", 0),
-                                  seconds=item.get("seconds", 0.0),
-                                  failure=failure if failure in (None, CANCELLED) else "error")
+                                  seconds=item.get("seconds", 0.0), failure=failure)
         self._dispatch()
 
     def state(self) -> dict:
@@ -259,7 +251,7 @@ class SlotBroker(SchedulerPlugin):
         for lease, (owner, node) in list(self.leases.items()):
             if owner == worker:
                 del self.leases[lease]
-                self.balancer.release(node, failure=CANCELLED)
+                self.balancer.settle(node, CANCELLED)
         self._dispatch()
 
     def _dispatch(self) -> None:

@@ -28,8 +28,9 @@ import yarl
 
 from ._exceptions import ConfigurationError, NodeError
 from ._limits import ERROR_BODY_BYTES, size_text
+from ._outcome import Failure
 from ._secrets import FromEnv, resolve_headers
-from .backends import Failure, Reply
+from .backends import Reply
 
 _CONNECT_SECONDS = 5.0  # a node that does not accept a connection in this time is down
 _JSON = {"Content-Type": "application/json"}
@@ -93,37 +94,30 @@ class NodePool:
     # -- the errors every pool raises ------------------------------------------------
 
     def _timeout(self, timeout: float) -> NodeError:
-        err = NodeError(f"{self.name} did not answer within {timeout:.1f} s", node=self.name)
-        err.failure, err.hard = Failure.TIMEOUT, True
-        return err
+        return NodeError(f"{self.name} did not answer within {timeout:.1f} s", node=self.name,
+                         failure=Failure.TIMEOUT, hard=True)
 
     def _too_large(self, limit: int, declared: int | None = None) -> NodeError:
         said = f" (it announced {declared:,} bytes)" if declared is not None else ""
-        err = NodeError(
+        return NodeError(
             f"{self.name} sent more than {size_text(limit)} in one answer{said}: read stopped "
             "and connection closed (for embedding answers the limit is the "
-            "max_response_bytes setting)", node=self.name)
-        err.failure, err.hard = Failure.BAD_RESPONSE, True
-        return err
+            "max_response_bytes setting)", node=self.name, failure=Failure.BAD_RESPONSE,
+            hard=True)
 
     def _dripping(self, received: int, seconds: float) -> NodeError:
-        err = NodeError(
+        return NodeError(
             f"{self.name} sent only {received:,} bytes of an answer's body in {seconds:.1f} s "
             "after its headers (a server sends an answer at once): connection closed",
-            node=self.name)
-        err.failure, err.hard = Failure.BAD_RESPONSE, True
-        return err
+            node=self.name, failure=Failure.BAD_RESPONSE, hard=True)
 
     def _refused(self, reason: str) -> NodeError:
-        err = NodeError(f"cannot connect to {self.name} ({reason}): is it running?",
-                        node=self.name)
-        err.failure, err.hard = Failure.TRANSIENT, True
-        return err
+        return NodeError(f"cannot connect to {self.name} ({reason}): is it running?",
+                         node=self.name, failure=Failure.TRANSIENT, hard=True)
 
     def _broken(self, reason: str) -> NodeError:
-        err = NodeError(f"connection to {self.name} failed: {reason}", node=self.name)
-        err.failure = Failure.TRANSIENT
-        return err
+        return NodeError(f"connection to {self.name} failed: {reason}", node=self.name,
+                         failure=Failure.TRANSIENT)
 
 
 class Http1Pool(NodePool):
@@ -233,9 +227,8 @@ def open_pool(name: str, url: str, headers: dict[str, str | FromEnv] | None, con
         if https:
             verify = tls_verify(verify)
     except ConfigurationError as err:
-        unusable = NodeError(str(err), node=name, retryable=False)
-        unusable.failure = Failure.NODE_FATAL
-        raise unusable from None
+        raise NodeError(str(err), node=name, retryable=False,
+                        failure=Failure.NODE_FATAL) from None
     kind = Http2Pool if https else Http1Pool
     return kind(name, url, resolved, connections, verify)
 

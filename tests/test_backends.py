@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from sollol_dask import BadResponseError, ModelNotFoundError
-from sollol_dask.backends import BACKENDS, EmbedOptions, Failure
+from sollol_dask import Failure
+from sollol_dask.backends import BACKENDS, EmbedOptions
 
 OLLAMA, OPENAI = BACKENDS["ollama"], BACKENDS["openai"]
 

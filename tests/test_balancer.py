@@ -1,5 +1,6 @@
 """The routing policy, driven by a fake clock: exact decisions, no network, no sleeps."""
 
+from sollol_dask import Failure
 from sollol_dask._balancer import Health, SlotBalancer, backoff_delay
 
 
@@ -49,7 +50,7 @@ def test_exclude_avoids_failed_node_unless_it_is_the_only_one_up(clock):
 def test_hard_failure_ejects_at_once_and_backoff_doubles(clock):
     bal = make(clock, caps=(2, 2), backoff=1.0, max_backoff=30.0)
     bal.choose()
-    bal.release("n0", failure="transient", hard=True)
+    bal.release("n0", failure=Failure.TRANSIENT, hard=True)
     assert bal.nodes["n0"].health is Health.EJECTED
     assert bal.due_probes() == []
     clock.advance(0.99)
@@ -70,13 +71,13 @@ def test_soft_failures_eject_after_threshold_and_success_resets(clock):
     bal = make(clock, caps=(5, 5), eject_after=3)
     for _ in range(2):
         bal.choose(exclude={"n1"})
-        bal.release("n0", failure="transient")
+        bal.release("n0", failure=Failure.TRANSIENT)
     bal.choose(exclude={"n1"})
     bal.release("n0", texts=1, seconds=0.1)
     assert bal.nodes["n0"].consecutive_failures == 0
     for _ in range(3):
         bal.choose(exclude={"n1"})
-        bal.release("n0", failure="transient")
+        bal.release("n0", failure=Failure.TRANSIENT)
     assert bal.nodes["n0"].health is Health.EJECTED
     assert bal.nodes["n0"].errors["transient"] == 5
 
@@ -137,7 +138,7 @@ def test_unusable_nodes_are_never_chosen_even_as_last_resort(clock):
 def test_cancelled_release_frees_the_slot_without_a_verdict(clock):
     bal = make(clock, caps=(1,))
     bal.choose()
-    bal.release("n0", failure="cancelled")
+    bal.release("n0", failure=Failure.CANCELLED)
     s = bal.nodes["n0"]
     assert (s.inflight, s.requests, s.consecutive_failures, dict(s.errors)) == (0, 0, 0, {})
 
@@ -201,7 +202,7 @@ def _readmissions_of_a_node_that_always_answers_wrongly(clock, bal, minutes: int
     readmitted = 0
     for _ in range(minutes * 600):  # 0.1 s steps, as the router's supervisor
         if bal.nodes["n0"].health is Health.UP and bal.choose(exclude={"n1"}) == "n0":
-            bal.release("n0", failure="bad-response", reason="returned 15 vectors for 16 texts")
+            bal.release("n0", failure=Failure.BAD_RESPONSE, reason="returned 15 vectors for 16 texts")
         for name in bal.due_probes():
             bal.probe_result(name, True)  # it describes itself fine every time
             readmitted += 1
@@ -225,7 +226,7 @@ def test_bad_answers_eject_at_once_with_growing_waits_until_quarantine(clock):
     waits = []
     for _ in range(3):
         assert bal.choose(exclude={"n1"}) == "n0"
-        bal.release("n0", failure="bad-response")
+        bal.release("n0", failure=Failure.BAD_RESPONSE)
         waits.append(bal.nodes["n0"].retry_at - clock())
         if bal.nodes["n0"].health is Health.EJECTED:
             clock.advance(waits[-1])
@@ -245,7 +246,7 @@ def test_bad_answers_eject_at_once_with_growing_waits_until_quarantine(clock):
 def test_a_busy_node_gets_nothing_until_its_retry_after_and_is_not_ejected(clock):
     bal = make(clock, caps=(1, 1), eject_after=1)
     assert bal.choose(exclude={"n1"}) == "n0"
-    bal.release("n0", failure="busy", retry_after=5.0)
+    bal.release("n0", failure=Failure.BUSY, retry_after=5.0)
     s = bal.nodes["n0"]
     assert s.health is Health.UP and s.consecutive_failures == 0 and s.errors["busy"] == 1
     assert bal.choose() == "n1" and bal.choose() is None
@@ -262,7 +263,7 @@ def test_first_timeout_shrinks_when_an_unmeasured_node_never_answers(clock):
     for _ in range(5):
         seen.append(bal.timeout_for("n0", 16))
         bal.choose(exclude={"n1"})
-        bal.release("n0", failure="timeout", hard=True)
+        bal.release("n0", failure=Failure.TIMEOUT, hard=True)
         bal.probe_result("n0", True)
     assert seen == [120.0, 30.0, 7.5, 5.0, 5.0]
     assert bal.timeout_for("n1", 16) == 120.0  # per node

@@ -9,7 +9,7 @@ import pytest
 
 from sollol_dask import NodeError, _transport
 from sollol_dask._transport import Http1Pool, Http2Pool
-from sollol_dask.backends import Failure
+from sollol_dask import Failure
 
 from .hostile import MIB, HostileNode, answer
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ._base import Backend, EmbedOptions, Failure, NodeInfo, Reply
+from ._base import Backend, EmbedOptions, NodeInfo, Reply
 from .ollama import OllamaBackend
 from .openai import OpenAIBackend
 
 BACKENDS: dict[str, Backend] = {"ollama": OllamaBackend(), "openai": OpenAIBackend()}
 
-__all__ = ["BACKENDS", "Backend", "EmbedOptions", "Failure", "NodeInfo", "OllamaBackend",
-           "OpenAIBackend", "Reply"]
+__all__ = ["BACKENDS", "Backend", "EmbedOptions", "NodeInfo", "OllamaBackend", "OpenAIBackend",
+           "Reply"]

@@ -10,7 +10,6 @@ node's answer becomes a ``BadResponseError`` here.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -21,6 +20,7 @@ import orjson
 
 from .._exceptions import BadResponseError, InputError, ModelNotFoundError, NodeError
 from .._limits import SERVER_TEXT_CHARS, clip, retry_after_seconds
+from .._outcome import Failure
 from .._node import redact_url
 
 
@@ -42,24 +42,6 @@ _ERROR_FIELD = re.compile(r'^\{\s*"(?:error|message|detail)"\s*:\s*(?:\{[^{}"]*?
 # fetch(method, path, json_body_or_None) -> Reply; raises NodeError when the node cannot
 # be reached or its answer is too large.
 Fetch = Callable[[str, str, Any], Awaitable[Reply]]
-
-
-class Failure(enum.Enum):
-    """How the router should react to a failed request."""
-
-    TRANSIENT = "transient"  # try another node; counts towards ejecting this node
-    NODE_FATAL = "node"  # this node cannot serve the run (auth, model missing): drop it
-    CALLER = "caller"  # the caller's request is wrong: raise at once
-    TOO_LONG = "too-long"  # a text exceeds the context: find the row and raise
-    TOO_BIG = "too-big"  # the batch is larger than the server accepts: split it
-    # The node answered, but wrongly (vectors that fail a check, a body that is not JSON,
-    # too large or never ends): another node is tried, and a node that keeps doing it is
-    # quarantined (probes do not clear it; only a good answer does).
-    BAD_RESPONSE = "bad-response"
-    TIMEOUT = "timeout"  # no answer in time: like TRANSIENT, and a slow first answer
-    # The node asked us to wait (429 or 503 with Retry-After): it gets nothing until then,
-    # and it is not held against it.
-    BUSY = "busy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,13 +97,13 @@ class Backend:
             return await self._describe(fetch, opts, node)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError,
                 IndexError) as exc:
-            err = malformed(node, f"{type(exc).__name__}: {exc}", "answer to a probe")
+            why = f"{type(exc).__name__}: {exc}"
+            what = "answer to a probe"
         except Undecodable as exc:
-            err = exc
+            why, what = exc.why, exc.what
         # Most likely a proxy's page while the node restarts: a failed probe, tried again
         # after the usual back-off. Strikes are for answers a node gets wrong, not garbled.
-        err.failure = Failure.TRANSIENT
-        raise err from None
+        raise malformed(node, why, what, failure=Failure.TRANSIENT) from None
 
     async def _describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
         raise NotImplementedError
@@ -180,14 +162,12 @@ class Backend:
         hint = "it will be retried on another node"
         wait = retry_after_seconds(retry_after) if status in (429, 503) else None
         if status == 404 or ("model" in lower and "not found" in lower):
-            err = ModelNotFoundError(
+            return ModelNotFoundError(
                 f"model {model!r} not found on {node}: run `ollama pull {model}` there, "
                 f"or remove the node (server said: {text})",
                 node=node,
                 status=status,
             )
-            err.failure = Failure.NODE_FATAL
-            return err
         if wait is not None:
             kind = Failure.BUSY
             hint = f"it asked to wait {wait:g} s (Retry-After); other nodes take the work meanwhile"
@@ -200,15 +180,14 @@ class Backend:
             hint = "check the node's headers (token) or OLLAMA_HOST/OLLAMA_ORIGINS on that host"
         elif status == 400 and not _transient_400(lower):
             kind, hint = Failure.CALLER, "the request was rejected as invalid"
-        err = NodeError(f"{node} answered HTTP {status}: {text} ({hint})", node=node, status=status,
-                        retryable=kind not in (Failure.CALLER, Failure.TOO_LONG))
-        err.failure = kind
-        err.retry_after = wait
+        max_inputs = None
         if kind is Failure.TOO_BIG:
             # TEI: "batch size 64 > maximum allowed batch size 32": the limit, when said.
             limit = re.search(r"maximum allowed batch size (\d+)", lower)
-            err.max_inputs = int(limit.group(1)) if limit else None
-        return err
+            max_inputs = int(limit.group(1)) if limit else None
+        return NodeError(f"{node} answered HTTP {status}: {text} ({hint})", node=node,
+                         status=status, retryable=kind not in (Failure.CALLER, Failure.TOO_LONG),
+                         failure=kind, retry_after=wait, max_inputs=max_inputs)
 
 
 def redirected(status: int, node: str, location: str | None, path: str) -> NodeError:
@@ -222,26 +201,28 @@ def redirected(status: int, node: str, location: str | None, path: str) -> NodeE
                 f"the node as {clip(redact_url(base), 200)} instead"
     else:
         where = f"answered with a redirect (HTTP {status}) without a Location: check its URL"
-    err = NodeError(f"{node} {where}; redirects are not followed, so that headers are never "
-                    "sent to another address", node=node, status=status, retryable=False)
-    err.failure = Failure.NODE_FATAL
-    return err
+    return NodeError(f"{node} {where}; redirects are not followed, so that headers are never "
+                     "sent to another address", node=node, status=status, retryable=False,
+                     failure=Failure.NODE_FATAL)
 
 
 def bad_response(node: str, message: str) -> BadResponseError:
-    err = BadResponseError(message, node=node)
-    err.failure = Failure.BAD_RESPONSE
-    return err
+    return BadResponseError(message, node=node, failure=Failure.BAD_RESPONSE)
 
 
 class Undecodable(BadResponseError):
     """A body that does not decode as the wire format says (HTML from a proxy, cut JSON)."""
 
+    def __init__(self, message: str, *, node: str | None = None, why: str = "",
+                 what: str = "", failure: Failure = Failure.BAD_RESPONSE) -> None:
+        super().__init__(message, node=node, failure=failure)
+        self.why, self.what = why, what
 
-def malformed(node: str, why: str, what: str = "embedding response") -> BadResponseError:
-    err = Undecodable(f"{node} sent a malformed {what}: {clip(why, 200)}", node=node)
-    err.failure = Failure.BAD_RESPONSE
-    return err
+
+def malformed(node: str, why: str, what: str = "embedding response",
+              failure: Failure = Failure.BAD_RESPONSE) -> BadResponseError:
+    return Undecodable(f"{node} sent a malformed {what}: {clip(why, 200)}", node=node,
+                       why=why, what=what, failure=failure)
 
 
 def _transient_400(lower: str) -> bool:

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._exceptions import BadResponseError
-from ._base import Failure, bad_response
+from .._outcome import Failure
+from ._base import bad_response
 
 # A normalized vector's norm is 1 within this (servers normalizing in float16 included).
 NORM_TOLERANCE = 0.01
@@ -59,11 +60,10 @@ def check_rows(matrix: np.ndarray, count: int, node: str, *, dimension: int | No
     if not count:
         return matrix
     if dimension is not None and matrix.shape[1] != dimension:
-        err = BadResponseError(
+        raise BadResponseError(
             f"{node} returned vectors of dimension {matrix.shape[1]}, the fleet uses "
-            f"{dimension}: node excluded so vectors never mix", node=node)
-        err.failure = Failure.NODE_FATAL
-        raise err
+            f"{dimension}: node excluded so vectors never mix", node=node,
+            failure=Failure.NODE_FATAL)
     with np.errstate(over="ignore", invalid="ignore"):
         squares = np.einsum("ij,ij->i", matrix, matrix)  # one pass: NaN/inf propagate
     finite = np.isfinite(squares)

@@ -9,7 +9,8 @@ import orjson
 
 from .._exceptions import ModelNotFoundError, NodeError
 from .._limits import some_names
-from ._base import Backend, EmbedOptions, Failure, Fetch, NodeInfo, malformed
+from .._outcome import Failure
+from ._base import Backend, EmbedOptions, Fetch, NodeInfo, malformed
 from ._checks import check_rows
 
 
@@ -61,11 +62,9 @@ class OllamaBackend(Backend):
             info.version = version.get("version")
         reply = await fetch("GET", "/api/tags", None)
         if reply.status == 404:
-            err = NodeError(f"{node} has no /api/tags (HTTP 404): is it an Ollama server? For "
+            raise NodeError(f"{node} has no /api/tags (HTTP 404): is it an Ollama server? For "
                             "llama.cpp, vLLM, TEI or Infinity use Node(url, api='openai')",
-                            node=node, status=404, retryable=False)
-            err.failure = Failure.NODE_FATAL
-            raise err
+                            node=node, status=404, retryable=False, failure=Failure.NODE_FATAL)
         models = self.probe_json(reply, node, opts.model).get("models") or []
         entry = _find_model(models, opts.model)
         if entry is None:

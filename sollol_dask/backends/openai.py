@@ -9,7 +9,8 @@ import numpy as np
 import orjson
 
 from .._exceptions import BadResponseError
-from ._base import Backend, EmbedOptions, Failure, Fetch, NodeInfo, malformed
+from .._outcome import Failure
+from ._base import Backend, EmbedOptions, Fetch, NodeInfo, malformed
 from ._checks import check_indexes, check_rows, typical_norm
 
 
@@ -95,12 +96,10 @@ class OpenAIBackend(Backend):
         n_embd = sizes.get(opts.model) if isinstance(sizes.get(opts.model), int) \
             else (known.pop() if len(known) == 1 else None)
         if n_embd and n_embd != dimension:
-            err = BadResponseError(
+            raise BadResponseError(
                 f"{node} returned a vector of dimension {dimension} to a probe, but its model "
                 f"has n_embd {n_embd} (/v1/models): not one embedding per text (check the "
-                "server's pooling); node excluded", node=node)
-            err.failure = Failure.NODE_FATAL
-            raise err
+                "server's pooling); node excluded", node=node, failure=Failure.NODE_FATAL)
 
 
 def _loads_or_none(content: bytes):
