@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from sollol_dask._settings import RouterSettings
-from sollol_dask.sim import PROFILES, SimProcess
+from sollol_dask.testing import PROFILES, SimProcess
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = "nomic-embed-text"

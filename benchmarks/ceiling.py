@@ -35,7 +35,7 @@ def client_ceiling(seconds_per_point: float = 4.0, call_size: int = 4096) -> dic
 
     ``embed()`` calls of ``call_size`` texts (a partition's worth) on two ``instant`` nodes;
     the bare parse is timed on a response of the mean batch size the router sent."""
-    from sollol_dask.sim import SimProcess
+    from sollol_dask.testing import SimProcess
 
     out = {}
     for dim in (384, 768, 1024):

@@ -23,7 +23,7 @@ import pandas as pd
 from distributed import Client, LocalCluster, wait
 
 import sollol_dask as sd
-from sollol_dask.sim import PROFILES, SimProcess
+from sollol_dask.testing import PROFILES, SimProcess
 
 from ._common import LARGEST_BATCH, MODEL, capacity, texts
 

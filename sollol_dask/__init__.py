@@ -13,7 +13,7 @@ from ._exceptions import (
 )
 from ._node import Node
 from ._outcome import Failure
-from ._router import FleetWarning
+from .engine._router import FleetWarning
 from ._secrets import FromEnv
 from ._settings import InsecureTLSWarning
 

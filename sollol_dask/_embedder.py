@@ -14,15 +14,16 @@ import numpy as np
 from distributed.client import FutureCancelledError, FuturesCancelledError
 from distributed.comm import CommClosedError
 
-from . import _collections, _ownership, _parquet, _plan, _plugin
-from ._clients import current_client
+from .cluster import _collections, _ownership, _parquet, _plan, _plugin
+from .cluster._clients import current_client
 from ._exceptions import SollolError
-from ._fleet import Reference
+from .policy._identity import Reference
 from ._node import Node, resolve_nodes
 from ._report import EmbedReport
-from ._router import Router
+from .engine._router import Router
 from ._settings import InsecureTLSWarning, RouterSettings
 from .backends import EmbedOptions
+from .dashboard import MONITOR_NAME, FleetMonitor, FleetStatus
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class Embedder:
         client = client or current_client()
         if client is None:
             raise ValueError("no Dask client: pass client= or create a distributed.Client")
+        client.register_plugin(FleetMonitor(), name=MONITOR_NAME)  # the /sollol page's data
         return _plugin.register(client, self.settings)
 
     def _dimension(self) -> int:
@@ -162,7 +164,8 @@ class Embedder:
             return _parquet.run_embed_parquet(
                 self.settings, self.check_fleet(), src, dst, column=column,
                 output_column=output_column, client=client, overwrite=overwrite,
-                rows_per_part=rows_per_part, progress=progress, on_invalid=on_invalid)
+                rows_per_part=rows_per_part, progress=progress, on_invalid=on_invalid,
+                install=self.register)
         except (FutureCancelledError, FuturesCancelledError, CommClosedError) as exc:
             if not _scheduler_lost(exc):
                 raise
@@ -184,8 +187,6 @@ class Embedder:
     def status(self, client=None):
         """The fleet table: the cluster's (from its scheduler) when a Dask client is
         given or current, else this process's. Renders as HTML in Jupyter."""
-        from ._status import FleetStatus
-
         client = client or current_client()
         if client is not None:
             return FleetStatus.from_scheduler(client)

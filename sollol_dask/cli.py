@@ -149,7 +149,7 @@ def _add_status(sub) -> None:
 def _run_status(args) -> int:
     from distributed import Client
 
-    from ._status import FleetStatus
+    from .dashboard._status import FleetStatus
 
     with Client(args.scheduler, timeout="10s") as client:
         print(FleetStatus.from_scheduler(client))
@@ -162,7 +162,7 @@ def _run_status(args) -> int:
 # -- sim -------------------------------------------------------------------------------
 
 def _add_sim(sub) -> None:
-    from .sim import PROFILES
+    from .testing.sim import PROFILES
 
     p = sub.add_parser("sim", help="serve a simulated Ollama node (for tests and demos)",
                        description="Serve a simulated Ollama-compatible embedding node.")
@@ -183,7 +183,7 @@ def _add_sim(sub) -> None:
 
 
 def _run_sim(args) -> int:
-    from .sim import Faults, SimNode
+    from .testing.sim import Faults, SimNode
 
     changes = {k: v for k, v in (("load_seconds", args.load_seconds), ("slots", args.slots))
                if v is not None}

@@ -9,7 +9,7 @@ import pandas as pd
 from distributed import Client, LocalCluster
 
 from ._embedder import Embedder
-from .sim import PROFILES, SimProcess
+from .testing.sim import PROFILES, SimProcess
 
 FLEET = ("gpu", "cpu", "cpu")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
-from sollol_dask.sim import SimNode
+from sollol_dask.testing import SimNode
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SOLLOL_SHARED", REPO.parent / "shared"))

@@ -1,7 +1,8 @@
 """The routing policy, driven by a fake clock: exact decisions, no network, no sleeps."""
 
 from sollol_dask import Failure
-from sollol_dask._balancer import Health, SlotBalancer, backoff_delay
+from sollol_dask.policy._balancer import Health, SlotBalancer
+from sollol_dask.policy._retry import backoff_delay
 
 
 def make(clock, caps=(2, 2), **kw) -> SlotBalancer:
@@ -184,7 +185,7 @@ def test_nodes_can_be_added_while_running(clock):
 
 
 def test_latency_histogram_and_quantiles(clock):
-    from sollol_dask._balancer import histogram_quantile
+    from sollol_dask.policy._metrics import histogram_quantile
 
     bal = make(clock, caps=(10,))
     for seconds in (0.04, 0.2, 0.2, 0.2, 3.0):

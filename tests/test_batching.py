@@ -1,6 +1,6 @@
 import numpy as np
 
-from sollol_dask._batching import dedupe, tail_size
+from sollol_dask.policy._batching import dedupe, tail_size
 
 
 def test_dedupe_keeps_first_seen_order_and_maps_back():

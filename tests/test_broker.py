@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import types
 
-from sollol_dask._slots import SlotBroker
+from sollol_dask.cluster._broker import SlotBroker
 
 
 def run(coro):

@@ -45,7 +45,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def job(cluster, tmp_path_factory):
     """A finished embed_parquet run on two sim nodes (one behind a header secret)."""
-    from sollol_dask.sim import SimNode
+    from sollol_dask.testing import SimNode
 
     a, b = SimNode("gpu", load_seconds=0).start(), SimNode("gpu", load_seconds=0).start()
     base = cluster.dashboard_link.rsplit("/", 1)[0]

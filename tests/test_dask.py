@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import sollol_dask as sd
-from sollol_dask.sim import sim_vectors
+from sollol_dask.testing import sim_vectors
 
 from .conftest import MODEL, local_client
 

@@ -1,6 +1,6 @@
 """The fleet's reference: dimension, digest, and the vectors' norm as measured."""
 
-from sollol_dask._fleet import choose_reference, mismatch
+from sollol_dask.policy._identity import choose_reference, mismatch
 from sollol_dask.backends import NodeInfo
 
 

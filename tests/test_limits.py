@@ -2,7 +2,7 @@
 
 from email.utils import formatdate
 
-from sollol_dask._limits import (MAX_RETRY_AFTER, clip, embed_limit, retry_after_seconds,
+from sollol_dask.policy._limits import (MAX_RETRY_AFTER, clip, embed_limit, retry_after_seconds,
                                  some_names)
 
 

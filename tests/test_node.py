@@ -4,7 +4,7 @@ import pytest
 
 import sollol_dask as sd
 from sollol_dask._node import redact_url, resolve_nodes
-from sollol_dask._plugin import RouterPlugin
+from sollol_dask.cluster._plugin import RouterPlugin
 
 
 def test_same_server_spelled_differently_is_merged():

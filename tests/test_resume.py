@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import sollol_dask as sd
-from sollol_dask.sim import Faults, sim_vectors
+from sollol_dask.testing import Faults, sim_vectors
 
 from .conftest import MODEL, local_client
 

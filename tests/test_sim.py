@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from sollol_dask.sim import PROFILES, SimProcess, count_tokens, sim_digest, sim_vector, sim_vectors
+from sollol_dask.testing import PROFILES, SimProcess, count_tokens, sim_digest, sim_vector, sim_vectors
 
 from .conftest import MODEL
 
@@ -89,7 +89,7 @@ def test_truncation_embeds_the_first_context_tokens(node):
 
 
 def test_fault_injection(sims):
-    from sollol_dask.sim import Faults
+    from sollol_dask.testing import Faults
 
     node = sims("gpu", faults=Faults(eof_every=2, burst_status=503, burst_after=2, burst_count=1))
     statuses = [post(node, "/api/embed", {"model": MODEL, "input": ["x"]}).status_code

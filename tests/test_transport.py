@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from sollol_dask import NodeError, _transport
-from sollol_dask._transport import Http1Pool, Http2Pool
+from sollol_dask import NodeError
+from sollol_dask.engine import _transport
+from sollol_dask.engine._transport import Http1Pool, Http2Pool
 from sollol_dask import Failure
 
 from .hostile import MIB, HostileNode, answer

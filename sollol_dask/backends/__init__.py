@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._base import Backend, EmbedOptions, NodeInfo, Reply
+from ..policy._identity import NodeInfo
+from ._base import Backend, EmbedOptions, Reply
 from .ollama import OllamaBackend
 from .openai import OpenAIBackend
 

@@ -19,8 +19,9 @@ import numpy as np
 import orjson
 
 from .._exceptions import BadResponseError, InputError, ModelNotFoundError, NodeError
-from .._limits import SERVER_TEXT_CHARS, clip, retry_after_seconds
+from ..policy._limits import SERVER_TEXT_CHARS, clip, retry_after_seconds
 from .._outcome import Failure
+from ..policy._identity import NodeInfo
 from .._node import redact_url
 
 
@@ -54,23 +55,6 @@ class EmbedOptions:
     dimensions: int | None = None
     options: dict | None = None
     encoding: str = "base64"  # OpenAI route: base64 is smaller and far cheaper to parse
-
-
-@dataclasses.dataclass
-class NodeInfo:
-    """What a probe learned about a node before it gets work."""
-
-    dimension: int | None = None
-    digest: str | None = None
-    context_length: int | None = None
-    total_slots: int | None = None
-    loaded: bool | None = None
-    version: str | None = None
-    size: int | None = None  # bytes of the loaded model (Ollama /api/ps)
-    size_vram: int | None = None  # of which in GPU memory (< size: partly on the CPU)
-    # Typical L2 norm of the node's vectors: measured on a probe embedding, or promised by
-    # the wire format (Ollama's /api/embed normalizes); every answer is checked against it.
-    norm: float | None = None
 
 
 class Backend:

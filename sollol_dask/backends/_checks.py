@@ -19,25 +19,8 @@ import numpy as np
 
 from .._exceptions import BadResponseError
 from .._outcome import Failure
+from ..policy._identity import NORM_RATIO, NORM_TOLERANCE, is_normalized, norm_agrees
 from ._base import bad_response
-
-# A normalized vector's norm is 1 within this (servers normalizing in float16 included).
-NORM_TOLERANCE = 0.01
-# A fleet of unnormalized vectors: a norm this many times larger or smaller than the
-# fleet's typical one is not a vector of the same model.
-NORM_RATIO = 10.0
-
-
-def is_normalized(norm: float) -> bool:
-    return abs(norm - 1.0) <= NORM_TOLERANCE
-
-
-def norm_agrees(norm: float, fleet: float) -> bool:
-    """Whether a vector (or node) of ``norm`` fits a fleet whose typical norm is ``fleet``."""
-    if is_normalized(fleet):
-        return is_normalized(norm)
-    return fleet / NORM_RATIO <= norm <= fleet * NORM_RATIO
-
 
 def typical_norm(matrix: np.ndarray) -> float | None:
     """The median L2 norm of the rows (a probe's), or None for no rows."""

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 
 from .._exceptions import ModelNotFoundError, NodeError
-from .._limits import some_names
+from ..policy._limits import some_names
 from .._outcome import Failure
 from ._base import Backend, EmbedOptions, Fetch, NodeInfo, malformed
 from ._checks import check_rows

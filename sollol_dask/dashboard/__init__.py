@@ -1,6 +1,9 @@
-"""Observability on the Dask dashboard: the fleet monitor, /sollol page and /metrics."""
+"""Observability: the scheduler's fleet monitor, the ``/sollol`` page, Prometheus series,
+and the status table."""
 
-from ._monitor import JOBS_TOPIC, METRICS_TOPIC, MONITOR_NAME, FleetMonitor
+from ._monitor import FleetMonitor
+from ._names import MONITOR_NAME
+from ._status import FleetStatus
 from ._view import FleetView
 
-__all__ = ["JOBS_TOPIC", "METRICS_TOPIC", "MONITOR_NAME", "FleetMonitor", "FleetView"]
+__all__ = ["MONITOR_NAME", "FleetMonitor", "FleetStatus", "FleetView"]

@@ -12,14 +12,13 @@ import logging
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from ..cluster._broker import BROKER_NAME
+from ..cluster._plugin import JOBS_TOPIC, METRICS_TOPIC
+from ._names import MONITOR_NAME, PAGE
+from ._prometheus import register_collector
 from ._view import FleetView
 
 logger = logging.getLogger(__name__)
-
-MONITOR_NAME = "sollol-dask-fleet"
-METRICS_TOPIC = "sollol-dask-metrics"
-JOBS_TOPIC = "sollol-dask-jobs"
-PAGE = "/sollol"
 
 
 class FleetMonitor(SchedulerPlugin):
@@ -29,11 +28,10 @@ class FleetMonitor(SchedulerPlugin):
     async def start(self, scheduler) -> None:
         self.scheduler = scheduler
         self.view = FleetView()
-        scheduler.handlers["sollol_fleet"] = self.fleet
-        from ._prometheus import register_collector
-
         register_collector(self)
         try:
+            from ._page import mount_page  # bokeh: optional on a scheduler
+
             mount_page(scheduler)
         except Exception:  # the dashboard is optional (no bokeh, or disabled)
             logger.warning("could not mount the %s dashboard page", PAGE, exc_info=True)
@@ -51,26 +49,7 @@ class FleetMonitor(SchedulerPlugin):
         self.view.remove_worker(worker)
 
     def fleet(self) -> dict:
-        broker = self.scheduler.plugins.get("sollol-dask-slots")
+        broker = self.scheduler.plugins.get(BROKER_NAME)
         if broker is not None:
             self.view.caps = {name: s["cap"] for name, s in broker.state().items()}
         return self.view.data()
-
-
-def mount_page(scheduler) -> bool:
-    """Serve ``/sollol`` on this scheduler's dashboard, unless it already is."""
-    from bokeh.server.tornado import BokehTornado
-    from distributed.dashboard.core import BokehApplication
-    from tornado.ioloop import IOLoop
-
-    from ._page import fleet_doc
-
-    apps = getattr(scheduler.http_application, "applications", None)
-    if apps is None:
-        return False
-    if any(isinstance(app, BokehTornado) and PAGE in app.app_paths for app in apps):
-        return False  # the preload module put it in the dashboard (and its menu)
-    bokeh_app = BokehApplication({PAGE: fleet_doc}, scheduler)
-    scheduler.http_application.add_application(bokeh_app)
-    bokeh_app.initialize(IOLoop.current())
-    return True

@@ -8,8 +8,12 @@ import time
 from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, Div
 from bokeh.plotting import figure
+from bokeh.server.tornado import BokehTornado
+from distributed.dashboard.core import BokehApplication
+from tornado.ioloop import IOLoop
 
-from ._monitor import MONITOR_NAME
+from ._names import MONITOR_NAME, PAGE
+from ._status import render_table
 
 REFRESH_MS = 1000
 
@@ -53,33 +57,6 @@ def fleet_doc(scheduler, extra, doc) -> None:
                         sizing_mode="stretch_width"))
 
 
-def _num(value, fmt: str = "{:.0f}") -> str:
-    return "-" if value is None else fmt.format(value)
-
-
-def _seconds(value) -> str:
-    if value is None:
-        return "-"
-    return "inf" if value == float("inf") else f"{value:g} s"
-
-
-def render_table(rows: list[dict]) -> str:
-    head = ("<table class='sollol-fleet' border='1' cellpadding='4' style='border-collapse:"
-            "collapse'><tr><th>node</th><th>model</th><th>digest</th><th>state</th>"
-            "<th>in flight / cap</th><th>texts/s</th><th>texts</th><th>p50</th><th>p95</th>"
-            "<th>errors</th><th>VRAM</th></tr>")
-    body = []
-    for r in rows:
-        errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "0"
-        vram = "-" if not r.get("size") else f"{(r['size_vram'] or 0) / 2**20:.0f} / {r['size'] / 2**20:.0f} MiB"
-        cells = [r["node"], r["model"], r["digest"], r["state"], f"{r['inflight']} / {r['cap']}",
-                 _num(r["rate"], "{:.1f}"), str(r["texts"]), _seconds(r["p50"]),
-                 _seconds(r["p95"]), errors, vram]
-        body.append("<tr class='sollol-node'>" + "".join(
-            f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    return head + "".join(body) + "</table>"
-
-
 def render_jobs(jobs: list[dict]) -> str:
     if not jobs:
         return "<h3>jobs</h3><p>no parquet job yet</p>"
@@ -96,3 +73,16 @@ def render_events(events: list[dict]) -> str:
     items = "".join(f"<li>{time.strftime('%H:%M:%S', time.localtime(e['time']))} "
                     f"{html.escape(e['text'])}</li>" for e in events[-15:][::-1])
     return f"<h3>recent errors and state changes</h3><ul>{items or '<li>none</li>'}</ul>"
+
+
+def mount_page(scheduler) -> bool:
+    """Serve ``/sollol`` on this scheduler's dashboard, unless it already is."""
+    apps = getattr(scheduler.http_application, "applications", None)
+    if apps is None:
+        return False
+    if any(isinstance(app, BokehTornado) and PAGE in app.app_paths for app in apps):
+        return False  # the preload module put it in the dashboard (and its menu)
+    bokeh_app = BokehApplication({PAGE: fleet_doc}, scheduler)
+    scheduler.http_application.add_application(bokeh_app)
+    bokeh_app.initialize(IOLoop.current())
+    return True

@@ -11,7 +11,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from .._balancer import LATENCY_BUCKETS
+from ..policy._metrics import LATENCY_BUCKETS
 
 _registered = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 
-from .._balancer import LATENCY_BUCKETS, histogram_quantile
+from ..policy._metrics import LATENCY_BUCKETS, histogram_quantile
 
 HISTORY_SECONDS = 600
 RATE_WINDOW = 5.0  # seconds of history a texts/s figure averages over

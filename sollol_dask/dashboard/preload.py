@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from distributed.dashboard.scheduler import applications
 
+from ..cluster._broker import SlotBroker
+from ._monitor import FleetMonitor
 from ._page import fleet_doc
 
 applications["/sollol"] = fleet_doc
@@ -16,8 +18,5 @@ applications["/individual-sollol"] = fleet_doc
 
 
 def dask_setup(scheduler) -> None:
-    from .._slots import SlotBroker
-    from ._monitor import FleetMonitor
-
     scheduler.add_plugin(SlotBroker(), name=SlotBroker.name)
     scheduler.add_plugin(FleetMonitor(), name=FleetMonitor.name)

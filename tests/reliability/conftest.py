@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from sollol_dask.sim import _handlers as sim_handlers
+from sollol_dask.testing.sim import _handlers as sim_handlers
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import sollol_dask as sd
-from sollol_dask.sim import sim_vectors
+from sollol_dask.testing import sim_vectors
 
 from ..conftest import MODEL
 

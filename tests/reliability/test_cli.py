@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sollol_dask.sim import sim_vectors
+from sollol_dask.testing import sim_vectors
 
 from ..conftest import MODEL, REPO
 

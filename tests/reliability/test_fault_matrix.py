@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 import sollol_dask as sd
-from sollol_dask.sim import Faults, SimNode, sim_vectors
+from sollol_dask.testing import Faults, SimNode, sim_vectors
 
 from ..conftest import MODEL, REPO, local_client
 

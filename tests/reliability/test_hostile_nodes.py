@@ -24,7 +24,7 @@ from aiohttp import web
 
 import sollol_dask as sd
 from sollol_dask.dashboard._view import FleetView
-from sollol_dask.sim import Faults, sim_vectors
+from sollol_dask.testing import Faults, sim_vectors
 
 from ..conftest import MODEL
 from ..hostile import HTML_PAGE, MIB, HostileNode, always, answer, embedding_texts

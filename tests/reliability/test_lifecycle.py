@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import sollol_dask as sd
-from sollol_dask.sim import SimProcess, sim_vectors
+from sollol_dask.testing import SimProcess, sim_vectors
 
 from ..conftest import MODEL
 

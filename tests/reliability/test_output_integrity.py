@@ -26,7 +26,7 @@ import pytest
 
 import sollol_dask as sd
 from sollol_dask import cli
-from sollol_dask.sim import Faults, sim_vectors
+from sollol_dask.testing import Faults, sim_vectors
 
 from ..conftest import MODEL, local_client
 
@@ -216,7 +216,7 @@ def test_a_stale_lock_of_a_dead_run_is_taken_over(client, sims, tmp_path, caplog
     out.mkdir()
     # A process takes the lock the way a run does, then dies without releasing it.
     code = ("import os, sys, fsspec\n"
-            "from sollol_dask._ownership import RunLock\n"
+            "from sollol_dask.cluster._ownership import RunLock\n"
             "fs, path = fsspec.core.url_to_fs(sys.argv[1])\n"
             "RunLock.acquire(fs, path, 'deadrun1')\n"
             "print(os.getpid(), flush=True)\n"

@@ -28,7 +28,7 @@ import pytest
 from distributed import Client
 
 import sollol_dask as sd
-from sollol_dask.sim import Faults, sim_vectors
+from sollol_dask.testing import Faults, sim_vectors
 
 from ..conftest import MODEL, REPO
 

@@ -13,7 +13,7 @@ import dataclasses
 
 import fsspec
 
-from ._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError
 from ._fingerprint import fingerprint_input
 
 

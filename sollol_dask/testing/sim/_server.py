@@ -11,23 +11,20 @@ process: ``sollol-dask sim --port 11434 --profile gpu``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 
 import numpy as np
-import orjson
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from ._handlers import ROUTES
 from ._profiles import PROFILES, SimProfile
 from ._vectors import count_tokens, sim_digest, sim_vectors, truncate_text
 
-VERSION = "0.33.0-sim"
 
 
 @dataclasses.dataclass
@@ -263,22 +260,4 @@ class SimNode:
 
 
 def _routes(node: SimNode) -> list:
-    from ._handlers import ROUTES
-
     return [(path, handler, {"node": node}) for path, handler in ROUTES]
-
-
-def expires_at(seconds: float = 300) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
-
-
-def b64_vectors(matrix: np.ndarray) -> list[str]:
-    return [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in matrix]
-
-
-def dumps(obj) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def now_ns() -> int:
-    return time.perf_counter_ns()

@@ -13,7 +13,7 @@ from distributed.metrics import context_meter
 
 from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
 from ._plugin import router_for
-from ._settings import RouterSettings
+from .._settings import RouterSettings
 
 
 def embed_dataframe(settings: RouterSettings, ddf, column: str, dim: int, *,

@@ -18,7 +18,7 @@ import dataclasses
 import json
 import logging
 
-from ._exceptions import OutputError
+from .._exceptions import OutputError
 from ._fingerprint import UnreadableParquet, chunk_digest, file_digest, read_footer
 from ._manifest import (MANIFEST, RECORDS, check_same_run, fold_records, input_changed,
                         listed_files, read_manifest, read_records)

@@ -3,7 +3,7 @@ matches it.
 
 Pure functions over what each node's probe reported. Vectors from different digests,
 dimensions or normalizations never mix in one output, so a node that disagrees with the
-fleet is excluded; every answer is checked against the same reference (``_checks``).
+fleet is excluded; every answer is checked against the same reference (``backends._checks``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,39 @@ import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from .backends import NodeInfo
-from .backends._checks import is_normalized, norm_agrees
+# A normalized vector's norm is 1 within this (servers normalizing in float16 included).
+NORM_TOLERANCE = 0.01
+# A fleet of unnormalized vectors: a norm this many times larger or smaller than the
+# fleet's typical one is not a vector of the same model.
+NORM_RATIO = 10.0
+
+
+def is_normalized(norm: float) -> bool:
+    return abs(norm - 1.0) <= NORM_TOLERANCE
+
+
+def norm_agrees(norm: float, fleet: float) -> bool:
+    """Whether a vector (or node) of ``norm`` fits a fleet whose typical norm is ``fleet``."""
+    if is_normalized(fleet):
+        return is_normalized(norm)
+    return fleet / NORM_RATIO <= norm <= fleet * NORM_RATIO
+
+
+@dataclasses.dataclass
+class NodeInfo:
+    """What a probe learned about a node before it gets work."""
+
+    dimension: int | None = None
+    digest: str | None = None
+    context_length: int | None = None
+    total_slots: int | None = None
+    loaded: bool | None = None
+    version: str | None = None
+    size: int | None = None  # bytes of the loaded model (Ollama /api/ps)
+    size_vram: int | None = None  # of which in GPU memory (< size: partly on the CPU)
+    # Typical L2 norm of the node's vectors: measured on a probe embedding, or promised by
+    # the wire format (Ollama's /api/embed normalizes); every answer is checked against it.
+    norm: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,14 +9,14 @@ import orjson
 import tornado.iostream
 import tornado.web
 
-from ._server import VERSION, SimNode, b64_vectors, dumps, expires_at, now_ns
+from ._wire import VERSION, b64_vectors, dumps, expires_at, now_ns
 
 
 class _Base(tornado.web.RequestHandler):
-    node: SimNode
+    node: SimNode  # noqa: F821 (annotation only: the server imports the handlers)
     openai_errors = False
 
-    def initialize(self, node: SimNode) -> None:
+    def initialize(self, node: SimNode) -> None:  # noqa: F821
         self.node = node
 
     def set_default_headers(self) -> None:

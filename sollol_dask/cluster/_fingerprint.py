@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from ._exceptions import InputError
+from .._exceptions import InputError
 
 MAGIC = b"PAR1"
 READ_SIZE = 1 << 20

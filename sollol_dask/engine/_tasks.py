@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Callable, Coroutine
 
-from ._limits import clip
+from ..policy._limits import clip
 
 logger = logging.getLogger(__name__)
 

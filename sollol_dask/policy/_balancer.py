@@ -33,15 +33,13 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import enum
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from ._limits import clip
-from ._outcome import Failure, Outcome
+from ._metrics import LATENCY_BUCKETS
+from .._outcome import Failure, Outcome
 
-# Upper bounds (seconds) of the latency histogram buckets; the last one is +Inf.
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
 
 
 class Health(enum.Enum):
@@ -348,21 +346,3 @@ class SlotBalancer:
 
     def set_cap(self, name: str, cap: int) -> None:
         self.nodes[name].cap = max(1, int(cap))
-
-
-def backoff_delay(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
-    """Delay before retry ``attempt`` (1-based) of a batch, exponential and capped."""
-    return min(cap, base * math.pow(2, max(0, attempt - 1)))
-
-
-def histogram_quantile(counts: list[int], q: float) -> float | None:
-    """The bucket upper bound below which a fraction ``q`` of the samples fall."""
-    total = sum(counts)
-    if not total:
-        return None
-    seen = 0
-    for bound, count in zip(LATENCY_BUCKETS, counts):
-        seen += count
-        if seen >= q * total:
-            return bound
-    return math.inf

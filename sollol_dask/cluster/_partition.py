@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from ._exceptions import ConfigurationError, InputError
-from ._router import Router
+from .._exceptions import ConfigurationError, InputError
+from ..engine._router import Router
 
 ON_INVALID = ("raise", "null")
 

@@ -26,11 +26,11 @@ import aiohttp
 import httpx
 import yarl
 
-from ._exceptions import ConfigurationError, NodeError
-from ._limits import ERROR_BODY_BYTES, size_text
-from ._outcome import Failure
-from ._secrets import FromEnv, resolve_headers
-from .backends import Reply
+from .._exceptions import ConfigurationError, NodeError
+from ..policy._limits import ERROR_BODY_BYTES, size_text
+from .._outcome import Failure
+from .._secrets import FromEnv, resolve_headers
+from ..backends import Reply
 
 _CONNECT_SECONDS = 5.0  # a node that does not accept a connection in this time is down
 _JSON = {"Content-Type": "application/json"}

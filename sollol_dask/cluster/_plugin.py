@@ -16,14 +16,16 @@ import threading
 from distributed import WorkerPlugin, get_worker
 from tornado.ioloop import PeriodicCallback
 
-from ._router import Router
-from ._settings import RouterSettings
-from ._slots import BROKER_NAME, SlotBroker
-from .dashboard import METRICS_TOPIC, MONITOR_NAME, FleetMonitor
+from ..engine._router import Router
+from .._settings import RouterSettings
+from ._broker import BROKER_NAME, BrokerSlots, SlotBroker
 
 logger = logging.getLogger(__name__)
 
 REPORT_MS = 1000
+# Event topics the scheduler's FleetMonitor (dashboard) listens to.
+METRICS_TOPIC = "sollol-dask-metrics"  # per-node counters of a worker's router
+JOBS_TOPIC = "sollol-dask-jobs"  # parquet runs: started, part written
 _local_routers: dict[str, Router] = {}  # processes without a Dask worker (threaded scheduler)
 _local_lock = threading.Lock()
 
@@ -44,9 +46,13 @@ class RouterPlugin(WorkerPlugin):
     def setup(self, worker) -> None:
         # No I/O here: a node that is down must not break the plugin (the worker keeps a
         # plugin whose setup raised). The router probes the fleet on its first batch.
-        self.router = Router(self.settings)
+        slots = None
         if self.cluster_slots:
-            self.router.use_broker(_scheduler_call(worker), worker.address)
+            call = _scheduler_call(worker)
+
+            def slots(balancer):
+                return BrokerSlots(balancer, call, worker.address)
+        self.router = Router(self.settings, slots=slots)
         self._last_sent = None
         self._reporter = PeriodicCallback(lambda: self._report(worker), REPORT_MS)
         self._reporter.start()
@@ -97,9 +103,8 @@ def _scheduler_call(worker):
 
 def register(client, settings: RouterSettings) -> str:
     """Install the slot broker and this configuration's worker plugin on the cluster
-    (each a no-op if already there)."""
+    (each a no-op if already there). The facade adds the dashboard's monitor."""
     client.register_plugin(SlotBroker(), name=BROKER_NAME)
-    client.register_plugin(FleetMonitor(), name=MONITOR_NAME)
     name = plugin_name(settings)
     client.register_plugin(RouterPlugin(settings), name=name)
     return name

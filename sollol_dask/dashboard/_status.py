@@ -1,9 +1,11 @@
-"""``FleetStatus``: the fleet table for Jupyter (HTML) and terminals (text)."""
+"""``FleetStatus``: the fleet table for Jupyter (HTML) and terminals (text); no Bokeh needed."""
 
 from __future__ import annotations
 
-from .dashboard._page import render_table
-from .dashboard._view import FleetView
+import html
+
+from ._names import MONITOR_NAME
+from ._view import FleetView
 
 
 class FleetStatus:
@@ -13,8 +15,6 @@ class FleetStatus:
 
     @classmethod
     def from_scheduler(cls, client) -> FleetStatus:
-        from .dashboard import MONITOR_NAME
-
         def fleet(dask_scheduler, name=MONITOR_NAME):
             monitor = dask_scheduler.plugins.get(name)
             return None if monitor is None else monitor.fleet()
@@ -54,3 +54,30 @@ class FleetStatus:
         if not self.nodes:
             return title + ": no embedding activity reported yet"
         return title + render_table(self.nodes)
+
+
+def _num(value, fmt: str = "{:.0f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return "-"
+    return "inf" if value == float("inf") else f"{value:g} s"
+
+
+def render_table(rows: list[dict]) -> str:
+    head = ("<table class='sollol-fleet' border='1' cellpadding='4' style='border-collapse:"
+            "collapse'><tr><th>node</th><th>model</th><th>digest</th><th>state</th>"
+            "<th>in flight / cap</th><th>texts/s</th><th>texts</th><th>p50</th><th>p95</th>"
+            "<th>errors</th><th>VRAM</th></tr>")
+    body = []
+    for r in rows:
+        errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "0"
+        vram = "-" if not r.get("size") else f"{(r['size_vram'] or 0) / 2**20:.0f} / {r['size'] / 2**20:.0f} MiB"
+        cells = [r["node"], r["model"], r["digest"], r["state"], f"{r['inflight']} / {r['cap']}",
+                 _num(r["rate"], "{:.1f}"), str(r["texts"]), _seconds(r["p50"]),
+                 _seconds(r["p95"]), errors, vram]
+        body.append("<tr class='sollol-node'>" + "".join(
+            f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return head + "".join(body) + "</table>"

@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 
-from ._exceptions import OutputError
+from .._exceptions import OutputError
 from ._plan import PartSpec
 
 logger = logging.getLogger(__name__)

@@ -1,23 +1,15 @@
-"""Where a router gets its slots: from its own balancer, or from the cluster's broker.
+"""The cluster's slots: the ``SlotBroker`` on the scheduler, and ``BrokerSlots``, the slot
+source a worker's router is built with.
 
-A slot is the right to have one request in flight on one node. ``LocalSlots`` hands out
-the slots of this process's balancer to waiting batches, those of the oldest job first
-(then first come, first served): jobs (partitions) then finish one after another, and
-the next one is already waiting for slots when one ends, instead of all running jobs
-advancing together, ending together and leaving the nodes idle while Dask starts the
-next tasks. On a Dask cluster
-every worker has its own router, and per-worker caps would put W x cap requests on one
-Ollama node; so there ``BrokerSlots`` asks the ``SlotBroker`` (a SchedulerPlugin running
-the same pure balancer over the whole cluster) for a lease per batch. The router keeps
-its own balancer for what each worker sees (health, speed, timeouts) and tells the broker
-which nodes it cannot use.
+The broker runs the same pure balancer over the whole cluster, so per-node caps hold
+across all workers; each worker asks it for a lease per batch. The worker's router keeps
+its own balancer for what that worker sees (health, speed, timeouts) and tells the
+broker which nodes it cannot use.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import dataclasses
 import itertools
 import logging
 import time
@@ -25,90 +17,29 @@ from collections.abc import Callable
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from ._balancer import Health, SlotBalancer
-from ._outcome import CANCELLED, Failure, Outcome
+from .._outcome import CANCELLED, Failure, Outcome
+from ..engine._slots import Grant
+from ..policy._balancer import Health, SlotBalancer
+from ..policy._waiters import Waiter, WaiterQueue
 
 logger = logging.getLogger(__name__)
 BROKER_NAME = "sollol-dask-slots"
 _BROKER_WAIT = 5.0  # a lease request waits at most this long, then the worker re-checks
 
 
-@dataclasses.dataclass(frozen=True)
-class Grant:
-    node: str
-    lease: int | None = None  # the broker's lease id; None for local slots
-    # Other requests were still waiting for a slot when this one was granted: there is
-    # work elsewhere, so this slot must not be spent on a hedge copy.
-    contended: bool = False
-
-
-class LocalSlots:
-    """Slots of this process's balancer, handed to waiters oldest job first."""
-
-    def __init__(self, balancer: SlotBalancer) -> None:
-        self.balancer = balancer
-        # (spare, job priority, arrival, future, nodes to avoid), kept sorted
-        self._waiters: list[tuple[bool, float, int, asyncio.Future, frozenset[str]]] = []
-        self._arrivals = itertools.count()
-
-    async def acquire(self, avoid: frozenset[str], priority: float = 0.0,
-                      spare: bool = False) -> Grant:
-        """A slot; ``spare``: for a hedge copy, served only after every other request."""
-        future = asyncio.get_running_loop().create_future()
-        bisect.insort(self._waiters, (spare, priority, next(self._arrivals), future, avoid))
-        self.wake()
-        try:
-            node = await future
-            return Grant(node, contended=self.waiting)
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self.balancer.settle(future.result(), CANCELLED)
-                self.wake()
-            raise
-
-    def release(self, grant: Grant, outcome: Outcome) -> None:
-        self.balancer.settle(grant.node, outcome)
-        self.wake()
-
-    def wake(self) -> None:
-        """Hand free slots to waiting batches, oldest job first."""
-        kept = []
-        for i, entry in enumerate(self._waiters):
-            future, avoid = entry[3], entry[4]
-            if future.done():
-                continue
-            name = self.balancer.choose(avoid)
-            if name is None:
-                kept.append(entry)
-                if not self.balancer.has_free_slot():
-                    kept.extend(self._waiters[i + 1:])
-                    break
-                continue
-            future.set_result(name)
-        self._waiters = kept
-
-    def fail_waiters(self, error: Exception) -> None:
-        waiters, self._waiters = self._waiters, []
-        for entry in waiters:
-            if not entry[3].done():
-                entry[3].set_exception(error)
-
-    @property
-    def waiting(self) -> bool:
-        """Requests for new work are waiting (spare ones for hedge copies do not count)."""
-        return any(not entry[0] and not entry[3].done() for entry in self._waiters)
-
-
 class BrokerSlots:
     """Leases from the cluster's ``SlotBroker``; ``call(handler, **kw)`` reaches the
     scheduler (an awaitable on the router's loop)."""
 
-    def __init__(self, balancer: SlotBalancer, call: Callable, worker: str,
-                 caps: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, balancer: SlotBalancer, call: Callable, worker: str) -> None:
         self.balancer = balancer
         self._call = call
         self._worker = worker
-        self._caps = caps
+
+    def _caps(self) -> dict[str, int]:
+        """The nodes this router may use, with its caps (the broker learns them)."""
+        return {n: s.cap for n, s in self.balancer.nodes.items()
+                if s.health is not Health.EXCLUDED}
 
     async def acquire(self, avoid: frozenset[str], priority: float = 0.0,
                       spare: bool = False) -> Grant | None:
@@ -155,7 +86,9 @@ class BrokerSlots:
         granted = request.result()
         self._send_release(Grant(granted["node"], granted["lease"]), CANCELLED)
 
-    def wake(self) -> None:  # the broker wakes its own waiters
+    # The waiters are on the scheduler, which serves them when leases come back; a
+    # request there returns within _BROKER_WAIT and the router then re-checks its nodes.
+    def wake(self) -> None:
         pass
 
     def fail_waiters(self, error: Exception) -> None:
@@ -187,9 +120,7 @@ class SlotBroker(SchedulerPlugin):
 
     async def start(self, scheduler) -> None:
         self.balancer = SlotBalancer([], [], clock=time.monotonic, eject_after=2**31)
-        # (spare, job priority, arrival, future, worker, nodes to avoid, nodes banned), sorted
-        self.waiters: list[tuple] = []
-        self._arrivals = itertools.count()
+        self.waiters = WaiterQueue()
         self.leases: dict[int, tuple[str, str]] = {}  # lease -> (worker, node)
         # Workers that left: a request of theirs still waiting here (its handler outlives
         # the dead connection) must not be granted a lease nobody would give back.
@@ -197,7 +128,6 @@ class SlotBroker(SchedulerPlugin):
         self._ids = itertools.count(1)
         scheduler.handlers["sollol_slots_acquire"] = self.acquire
         scheduler.handlers["sollol_slots_release"] = self.release
-        scheduler.handlers["sollol_slots_state"] = self.state
 
     async def acquire(self, worker: str, nodes: dict[str, int], avoid=(), unusable=(),
                       timeout: float = _BROKER_WAIT, priority: float = 0.0,
@@ -208,9 +138,8 @@ class SlotBroker(SchedulerPlugin):
         # grant only among the nodes this router uses.
         banned = frozenset(unusable) | (frozenset(self.balancer.nodes) - frozenset(nodes))
         future = asyncio.get_running_loop().create_future()
-        entry = (bool(spare), priority, next(self._arrivals), future, worker,
-                 frozenset(avoid), banned)
-        bisect.insort(self.waiters, entry)
+        waiter = self.waiters.push(future, priority=priority, spare=spare,
+                                   avoid=frozenset(avoid), banned=banned, owner=worker)
         self._dispatch()
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -218,8 +147,7 @@ class SlotBroker(SchedulerPlugin):
             if future.done() and future.exception() is None:
                 return future.result()
             future.cancel()
-            if entry in self.waiters:
-                self.waiters.remove(entry)
+            self.waiters.discard(waiter)
             return None
 
     def release(self, worker: str, leases: list[dict]) -> None:
@@ -254,26 +182,23 @@ class SlotBroker(SchedulerPlugin):
                 self.balancer.settle(node, CANCELLED)
         self._dispatch()
 
+    def _live(self, waiter: Waiter) -> bool:
+        if waiter.ticket.done():
+            return False
+        if waiter.owner in self.gone:
+            waiter.ticket.set_result(None)
+            return False
+        return True
+
+    def _grant(self, waiter: Waiter, node: str) -> None:
+        lease = next(self._ids)
+        self.leases[lease] = (waiter.owner, node)
+        waiter.ticket.set_result({"node": node, "lease": lease, "contended": False})
+
     def _dispatch(self) -> None:
-        kept: list[tuple] = []
-        granted: list[asyncio.Future] = []
-        for entry in self.waiters:
-            _, _, _, future, worker, avoid, unusable = entry
-            if future.done():
-                continue
-            if worker in self.gone:
-                future.set_result(None)
-                continue
-            node = self.balancer.choose(avoid, unusable)
-            if node is None:
-                kept.append(entry)
-                continue
-            lease = next(self._ids)
-            self.leases[lease] = (worker, node)
-            future.set_result({"node": node, "lease": lease, "contended": False})
-            granted.append(future)
-        self.waiters = kept
+        served = self.waiters.serve(lambda w: self.balancer.choose(w.avoid, w.banned),
+                                    self._grant, live=self._live)
         # Requests for new work still waiting: the slots just granted are wanted elsewhere.
-        if any(not entry[0] for entry in kept):
-            for future in granted:
-                future.result()["contended"] = True
+        if self.waiters.wanting(self._live):
+            for waiter in served:
+                waiter.ticket.result()["contended"] = True

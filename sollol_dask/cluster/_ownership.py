@@ -26,7 +26,7 @@ import socket
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ._exceptions import ConfigurationError, OutputError
+from .._exceptions import ConfigurationError, OutputError
 
 try:
     import fcntl

@@ -18,15 +18,16 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import orjson
 
-from ._balancer import Health, SlotBalancer, backoff_delay
-from ._batching import dedupe, tail_size
+from ..policy._balancer import Health, SlotBalancer
+from ..policy._retry import backoff_delay
+from ..policy._batching import dedupe, tail_size
 from ._job import Batch, Job
-from ._exceptions import (
+from .._exceptions import (
     BadResponseError,
     InputError,
     ModelNotFoundError,
@@ -34,17 +35,18 @@ from ._exceptions import (
     NodeError,
     SollolError,
 )
-from ._fleet import Reference, choose_reference, mismatch
-from ._limits import PROBE_BYTES, clip, embed_limit
+from ..policy._identity import Reference, choose_reference, mismatch
+from ..policy._limits import PROBE_BYTES, clip, embed_limit
 from ._loop import LoopThread
-from ._node import Node
-from ._settings import RouterSettings
-from ._outcome import CANCELLED, Failure, Outcome
-from ._slots import BrokerSlots, Grant, LocalSlots
+from .._node import Node
+from .._settings import RouterSettings
+from .._outcome import CANCELLED, Failure, Outcome
+from ._slots import Grant, LocalSlots, SlotSource
 from ._tasks import BackgroundTasks
 from ._transport import NodePool, open_pool
-from .backends import BACKENDS, NodeInfo, Reply
-from .backends._base import input_too_long, unencodable
+from ..backends import BACKENDS, Reply
+from ..policy._identity import NodeInfo
+from ..backends._base import input_too_long, unencodable
 
 logger = logging.getLogger(__name__)
 _SUPERVISE_EVERY = 0.1  # seconds between checks for due probes and the all-down deadline
@@ -61,7 +63,8 @@ class FleetWarning(UserWarning):
 class Router:
     """Embeds lists of texts over a fleet of nodes. Thread-safe; see module docstring."""
 
-    def __init__(self, settings: RouterSettings, *, clock=time.monotonic) -> None:
+    def __init__(self, settings: RouterSettings, *, clock=time.monotonic,
+                 slots: Callable[[SlotBalancer], SlotSource] | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.nodes: dict[str, Node] = {n.name: n for n in settings.nodes}
@@ -80,7 +83,7 @@ class Router:
         self.reference: Reference | None = None
         self._loop: LoopThread | None = None
         self._pools: dict[str, NodePool] = {}
-        self.slots: LocalSlots | BrokerSlots = LocalSlots(self.balancer)
+        self.slots = (slots or LocalSlots)(self.balancer)  # this process's, or the cluster's (the plugin's)
         self._ready: asyncio.Future | None = None
         self._supervisor: asyncio.Task | None = None
         self._all_down_since: float | None = None
@@ -105,13 +108,6 @@ class Router:
             self._closed = True
         if self._loop is not None:
             self._loop.shutdown(self._aclose())  # from any thread, a finalizer's included
-
-    def use_broker(self, call, worker: str) -> None:
-        """Take slots from the cluster's SlotBroker (``call`` reaches the scheduler)."""
-        self.slots = BrokerSlots(
-            self.balancer, call, worker,
-            caps=lambda: {n: s.cap for n, s in self.balancer.nodes.items()
-                          if s.health is not Health.EXCLUDED})
 
     def _thread(self) -> LoopThread:
         with self._start_lock:  # many task threads may make the first call at once

@@ -15,6 +15,8 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import distributed
 import fsspec
@@ -24,24 +26,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._clients import client_for_run
-from ._exceptions import InputError, OutputError
+from .._exceptions import InputError, OutputError
 from ._fingerprint import UnreadableParquet, chunk_digest, footer_digest
-from ._fleet import Reference
+from ..policy._identity import Reference
 from ._manifest import fold_records, manifest_for, read_records, write_record
 from ._ownership import RunLock, check_disjoint
 from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
 from ._plan import PartSpec, list_inputs, plan_parts
-from ._plugin import existing_router, register, router_for
-from ._report import EmbedReport
+from ._plugin import JOBS_TOPIC, existing_router, register, router_for
+from .._report import EmbedReport
 from ._resume import METADATA_KEY, prepare_output
-from ._settings import RouterSettings
-from .dashboard import JOBS_TOPIC
+from .._settings import RouterSettings
 
 
 def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, dst: str, *,
                       column: str, output_column: str = "embedding", client=None,
                       overwrite: bool = False, rows_per_part: int = 4096, progress: bool = False,
-                      on_invalid: str = "raise") -> EmbedReport:
+                      on_invalid: str = "raise",
+                      install: Callable[[Any], object] | None = None) -> EmbedReport:
+    """``install(client)`` puts what the run needs on the cluster it runs on (the
+    facade's: worker plugin, slot broker, fleet monitor); default: ``register``."""
     check_on_invalid(on_invalid)
     started = time.perf_counter()
     in_fs, paths = list_inputs(src)
@@ -74,7 +78,7 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         try:
             results, failures, per_node, dashboard = _compute(
                 prepared.todo, inputs, settings, reference, identity, str(dst), out_path, token,
-                client, progress)
+                client, progress, install)
         finally:  # also on failure or Ctrl-C: what was committed is kept in the manifest
             fold_records(out_fs, out_path, manifest,
                          {**prepared.committed, **read_records(out_fs, out_path)}, token)
@@ -100,7 +104,8 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
 
 def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
              reference: Reference, identity: dict, output: str, out_path: str, token: str,
-             client, progress: bool) -> tuple[list[dict], list, dict[str, int], str | None]:
+             client, progress: bool, install: Callable[[Any], object] | None = None,
+             ) -> tuple[list[dict], list, dict[str, int], str | None]:
     """Run one task per part on the cluster: (results, failures, texts per node, dashboard)."""
     footers = {i["path"]: i["footer_sha256"] for i in inputs}
     schema_meta = json.dumps({k: identity[k] for k in ("model", "digest", "dimension",
@@ -108,7 +113,10 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
     results: list[dict] = []
     failures: list = []
     with client_for_run(client) as run_client:
-        register(run_client, settings)
+        if install is not None:
+            install(run_client)
+        else:
+            register(run_client, settings)
         before = _node_texts(run_client, settings)
         run_client.log_event(JOBS_TOPIC, {"kind": "start", "job": token, "output": output,
                                           "rows": sum(p.rows for p in todo), "parts": len(todo)})
