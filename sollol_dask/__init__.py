@@ -4,6 +4,8 @@ from ._embedder import Embedder
 from ._exceptions import (
     BadResponseError,
     ConfigurationError,
+    FleetWarning,
+    InsecureTLSWarning,
     InputError,
     ModelNotFoundError,
     NodeError,
@@ -13,9 +15,7 @@ from ._exceptions import (
 )
 from ._node import Node
 from ._outcome import Failure
-from .engine._router import FleetWarning
 from ._secrets import FromEnv
-from ._settings import InsecureTLSWarning
 
 __version__ = "0.1.0"
 

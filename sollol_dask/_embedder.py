@@ -21,7 +21,8 @@ from .policy._identity import Reference
 from ._node import Node, resolve_nodes
 from ._report import EmbedReport
 from .engine._router import Router
-from ._settings import InsecureTLSWarning, RouterSettings
+from ._exceptions import InsecureTLSWarning
+from ._settings import RouterSettings
 from .backends import EmbedOptions
 from .dashboard import MONITOR_NAME, FleetMonitor, FleetStatus
 

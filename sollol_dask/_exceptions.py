@@ -13,6 +13,11 @@
     └── OutputError               the output location cannot be written or does not
                                   match what a resumed run expects
 
+    UserWarning
+    ├── FleetWarning              a node was left out of a run (model missing, other
+    │                             digest or dimension, credentials)
+    └── InsecureTLSWarning        verify=False with https:// nodes
+
 Foreign exceptions are mapped to these in one place each: HTTP libraries in _transport, orjson in the backends.
 Messages never contain header values or URL passwords: nodes are shown by their URL
 (credentials are moved to a header), and every message passes the redaction layer.
@@ -114,3 +119,13 @@ class InputError(SollolError, ValueError):
 
 class OutputError(SollolError):
     """The output cannot be written, or exists from a run with other settings."""
+
+
+class FleetWarning(UserWarning):
+    """A node was left out of a run (model missing, other digest or dimension, down).
+    Raised in the thread that called ``embed``/``check_fleet``, not the engine's."""
+
+
+class InsecureTLSWarning(UserWarning):
+    """``verify=False``: https:// nodes are not authenticated, so a token sent to them can
+    be read by anyone on the path."""

@@ -18,11 +18,6 @@ from ._node import Node
 from .backends import EmbedOptions
 
 
-class InsecureTLSWarning(UserWarning):
-    """``verify=False``: https:// nodes are not authenticated, so a token sent to them can
-    be read by anyone on the path."""
-
-
 @dataclasses.dataclass(frozen=True)
 class RouterSettings:
     nodes: tuple[Node, ...]

@@ -40,9 +40,10 @@ class Reply:
 _ERROR_FIELD = re.compile(r'^\{\s*"(?:error|message|detail)"\s*:\s*(?:\{[^{}"]*?"message"\s*:\s*)?'
                           r'"((?:[^"\\]|\\.)*)')
 
-# fetch(method, path, json_body_or_None) -> Reply; raises NodeError when the node cannot
-# be reached or its answer is too large.
-Fetch = Callable[[str, str, Any], Awaitable[Reply]]
+# fetch(method, path, body_bytes_or_None) -> Reply; raises NodeError when the node cannot
+# be reached or its answer is too large. Backends hand their own JSON to a FetchJson.
+Fetch = Callable[[str, str, bytes | None], Awaitable[Reply]]
+FetchJson = Callable[[str, str, Any], Awaitable[Reply]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,13 @@ class Backend:
     def embed_body(self, texts: Sequence[str], opts: EmbedOptions) -> bytes:
         raise NotImplementedError
 
+    def encode_embed(self, texts: list[str], labels: list, opts: EmbedOptions) -> bytes:
+        """``embed_body``, with a text JSON cannot carry (a lone surrogate) named by row."""
+        try:
+            return self.embed_body(texts, opts)
+        except orjson.JSONEncodeError as exc:
+            raise unencodable(texts, labels, exc) from None
+
     def parse_embed(self, content: bytes, count: int, node: str, *,
                     dimension: int | None = None, norm: float | None = None) -> np.ndarray:
         """The (count, dim) float32 matrix of an answer, rows in input order, every row
@@ -78,7 +86,11 @@ class Backend:
         (a proxy's HTML page, a list where a dict belongs) is a ``BadResponseError``:
         a failed probe, never an exception that escapes the router's probing tasks."""
         try:
-            return await self._describe(fetch, opts, node)
+            async def fetch_json(method: str, path: str, payload: Any) -> Reply:
+                return await fetch(method, path,
+                                   orjson.dumps(payload) if payload is not None else None)
+
+            return await self._describe(fetch_json, opts, node)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError,
                 IndexError) as exc:
             why = f"{type(exc).__name__}: {exc}"
@@ -89,7 +101,7 @@ class Backend:
         # after the usual back-off. Strikes are for answers a node gets wrong, not garbled.
         raise malformed(node, why, what, failure=Failure.TRANSIENT) from None
 
-    async def _describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
+    async def _describe(self, fetch: FetchJson, opts: EmbedOptions, node: str) -> NodeInfo:
         raise NotImplementedError
 
     def probe_json(self, reply: Reply, node: str, model: str, *, optional: bool = False) -> Any:

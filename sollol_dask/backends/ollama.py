@@ -10,7 +10,7 @@ import orjson
 from .._exceptions import ModelNotFoundError, NodeError
 from ..policy._limits import some_names
 from .._outcome import Failure
-from ._base import Backend, EmbedOptions, Fetch, NodeInfo, malformed
+from ._base import Backend, EmbedOptions, FetchJson, NodeInfo, malformed
 from ._checks import check_rows
 
 
@@ -50,7 +50,7 @@ class OllamaBackend(Backend):
         return check_rows(matrix.reshape(count, -1) if count == 0 else matrix, count, node,
                           dimension=dimension, norm=norm)
 
-    async def _describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
+    async def _describe(self, fetch: FetchJson, opts: EmbedOptions, node: str) -> NodeInfo:
         # /api/embed L2-normalizes every vector (ollama-behaviour.md): the fleet's norm
         # is 1, and every answer is checked against it, so a node that does otherwise
         # is refused instead of mixed in. Measuring it here would cost an embedding

@@ -10,7 +10,7 @@ import orjson
 
 from .._exceptions import BadResponseError
 from .._outcome import Failure
-from ._base import Backend, EmbedOptions, Fetch, NodeInfo, malformed
+from ._base import Backend, EmbedOptions, FetchJson, NodeInfo, malformed
 from ._checks import check_indexes, check_rows, typical_norm
 
 
@@ -56,7 +56,7 @@ class OpenAIBackend(Backend):
             matrix = placed
         return check_rows(matrix, count, node, dimension=dimension, norm=norm)
 
-    async def _describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:
+    async def _describe(self, fetch: FetchJson, opts: EmbedOptions, node: str) -> NodeInfo:
         info = NodeInfo(loaded=True)
         reply = await fetch("GET", "/props", None)  # llama.cpp only; others 404
         props = self.probe_json(reply, node, opts.model, optional=True) \
@@ -83,7 +83,7 @@ class OpenAIBackend(Backend):
             await self._check_model_dimension(fetch, opts, node, info.dimension)
         return info
 
-    async def _check_model_dimension(self, fetch: Fetch, opts: EmbedOptions, node: str,
+    async def _check_model_dimension(self, fetch: FetchJson, opts: EmbedOptions, node: str,
                                      dimension: int) -> None:
         """llama.cpp lists its model's embedding size (``meta.n_embd``) in /v1/models: a
         probe vector of another length is not one embedding per text (per-token output,

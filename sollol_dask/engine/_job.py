@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections import deque
 
 import numpy as np
@@ -28,7 +27,8 @@ class Batch:
 
 
 class Job:
-    def __init__(self, texts: list[str], labels: list, dim: int, max_chars: int) -> None:
+    def __init__(self, texts: list[str], labels: list, dim: int, max_chars: int,
+                 priority: float = 0.0) -> None:
         self.texts = texts
         self.labels = labels
         self.max_chars = max_chars
@@ -36,8 +36,9 @@ class Job:
         self._cursor = 0
         self._requeued: deque[Batch] = deque()
         self.in_flight: set[Batch] = set()
-        # Slots go to the oldest job first, across the cluster: wall-clock start time.
-        self.priority = time.time()
+        # Slots go to the oldest job first, across the cluster: its wall-clock start time
+        # (the router's injected wall clock).
+        self.priority = priority
         self._stored = 0
         self.finished = asyncio.Event()  # set when every row has its vector
         if not texts:

@@ -1,14 +1,17 @@
-"""The per-process embedding engine: connection pools, batches, slots, retries, probes.
+"""The per-process embedding engine: runs ``embed`` calls as jobs over the fleet.
 
 One ``Router`` per process (per Dask worker, through the WorkerPlugin) runs on its own
 event-loop thread, so every thread of the process shares its pools and its balancer.
-HTTP goes through one pool per node (``_transport``), which raises ``NodeError`` only.
 
 A batch's life: wait for a slot (oldest job first) -> the balancer names the best
-free node -> POST -> parse and check every row -> done; on a transient failure or a bad
-answer the slot is released with the outcome and the batch waits for a slot on another
-node, up to ``max_attempts``. Whatever a node says reaches exceptions, logs, warnings and
-metrics clipped (``_limits``).
+free node -> its endpoint POSTs, parses and checks every row -> done; on a transient
+failure or a bad answer the slot is released with the outcome and the batch waits for a
+slot on another node, up to ``max_attempts``; a batch too large for a server is split,
+one with a text too long is bisected to name the row. Membership (who may take work)
+is the ``Fleet``'s; where slots come from is the slot source's (this process's balancer,
+or the cluster's broker); the pools are the endpoints'. Clock, sleep, slot source and
+pool factory are constructor arguments, so unit tests run the engine without sockets or
+waiting (``testing.mock``).
 """
 
 from __future__ import annotations
@@ -18,58 +21,55 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
-import orjson
 
-from ..policy._balancer import Health, SlotBalancer
-from ..policy._retry import backoff_delay
-from ..policy._batching import dedupe, tail_size
-from ._job import Batch, Job
-from .._exceptions import (
-    BadResponseError,
-    InputError,
-    ModelNotFoundError,
-    NoNodeAvailableError,
-    NodeError,
-    SollolError,
-)
-from ..policy._identity import Reference, choose_reference, mismatch
-from ..policy._limits import PROBE_BYTES, clip, embed_limit
-from ._loop import LoopThread
-from .._node import Node
-from .._settings import RouterSettings
+from .._exceptions import BadResponseError, FleetWarning, InputError, NodeError, SollolError
 from .._outcome import CANCELLED, Failure, Outcome
+from .._settings import RouterSettings
+from ..backends import BACKENDS
+from ..backends._base import input_too_long
+from ..policy._balancer import SlotBalancer
+from ..policy._batching import dedupe, tail_size
+from ..policy._hedge import RECHECK_HEDGE, hedge_target
+from ..policy._identity import Reference
+from ..policy._limits import clip
+from ..policy._retry import backoff_delay
+from ._endpoint import Endpoint, PoolFactory
+from ._fleet import Fleet
+from ._job import Batch, Job
+from ._loop import LoopThread
 from ._slots import Grant, LocalSlots, SlotSource
+from ._snapshot import NodeRow, snapshot
 from ._tasks import BackgroundTasks
-from ._transport import NodePool, open_pool
-from ..backends import BACKENDS, Reply
-from ..policy._identity import NodeInfo
-from ..backends._base import input_too_long, unencodable
+from ._transport import open_pool
 
 logger = logging.getLogger(__name__)
-_SUPERVISE_EVERY = 0.1  # seconds between checks for due probes and the all-down deadline
-_RECHECK_HEDGE = 0.5  # a lane that found the fleet busy looks for a hedge again after this
 # Batches expected to take less than this fraction of batch_seconds are not shrunk at a
 # job's end: their tail is short anyway, and more requests would cost client CPU.
 _TAIL_MATTERS = 0.5
 
 
-class FleetWarning(UserWarning):
-    """A node was left out of a run (model missing, other digest or dimension, down)."""
-
-
 class Router:
-    """Embeds lists of texts over a fleet of nodes. Thread-safe; see module docstring."""
+    """Embeds lists of texts over a fleet of nodes. Thread-safe; see module docstring.
 
-    def __init__(self, settings: RouterSettings, *, clock=time.monotonic,
-                 slots: Callable[[SlotBalancer], SlotSource] | None = None) -> None:
+    ``slots(balancer)`` builds the slot source (default: this process's ``LocalSlots``);
+    ``open_pool`` opens a node's connection pool; ``clock`` (monotonic seconds),
+    ``wall_clock`` (epoch seconds: a job's priority, compared across the cluster) and
+    ``sleep`` are injectable for tests."""
+
+    def __init__(self, settings: RouterSettings, *, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 slots: Callable[[SlotBalancer], SlotSource] | None = None,
+                 open_pool: PoolFactory = open_pool) -> None:
         self.settings = settings
         self.clock = clock
-        self.nodes: dict[str, Node] = {n.name: n for n in settings.nodes}
+        self.wall_clock = wall_clock
+        self.sleep = sleep
         self.balancer = SlotBalancer(
-            list(self.nodes),
+            [n.name for n in settings.nodes],
             [n.max_inflight or BACKENDS[n.api].default_max_inflight for n in settings.nodes],
             weights=[n.weight for n in settings.nodes],
             clock=clock,
@@ -79,27 +79,41 @@ class Router:
             first_timeout=settings.first_timeout,
             quarantine_after=settings.quarantine_after,
         )
-        self.infos: dict[str, NodeInfo] = {}
-        self.reference: Reference | None = None
-        self._loop: LoopThread | None = None
-        self._pools: dict[str, NodePool] = {}
-        self.slots = (slots or LocalSlots)(self.balancer)  # this process's, or the cluster's (the plugin's)
-        self._ready: asyncio.Future | None = None
-        self._supervisor: asyncio.Task | None = None
-        self._all_down_since: float | None = None
+        self.slots = (slots or LocalSlots)(self.balancer)
+        self.endpoints = {
+            n.name: Endpoint(n, settings, self._connections_for(n.name), open_pool)
+            for n in settings.nodes}
         self._tasks = BackgroundTasks()  # supervisor, warm-ups, re-probes
+        self.fleet = Fleet(settings, self.balancer, self.endpoints, self.slots, self._tasks,
+                           clock=clock, sleep=sleep)
+        self._loop: LoopThread | None = None
         self._closed = False
         self._start_lock = threading.Lock()
+
+    def _connections_for(self, name: str) -> Callable[[], int]:
+        return lambda: self.balancer.nodes[name].cap + 4
+
+    @property
+    def reference(self) -> Reference | None:
+        return self.fleet.reference
 
     # -- synchronous surface ---------------------------------------------------------
 
     def embed(self, texts: Sequence[str], row_ids: Sequence | None = None) -> np.ndarray:
         """Vectors for ``texts`` as float32 ``(len(texts), dim)``, rows in input order."""
-        return self._thread().run(self.aembed(texts, row_ids))
+        return self._run(self.aembed(texts, row_ids))
 
     def check_fleet(self) -> Reference:
         """Probe every node now (if not done yet) and return the run's dimension/digest."""
-        return self._thread().run(self._ensure_ready())
+        return self._run(self.fleet.ready())
+
+    def snapshot(self) -> list[dict]:
+        """Per-node counters and state as plain msgpack-able dicts (``node_rows`` typed)."""
+        return [row.to_dict() for row in self.node_rows()]
+
+    def node_rows(self) -> list[NodeRow]:
+        return snapshot(self.balancer, self.fleet.nodes, self.fleet.infos,
+                        self.settings.opts.model)
 
     def close(self) -> None:
         with self._start_lock:
@@ -108,6 +122,15 @@ class Router:
             self._closed = True
         if self._loop is not None:
             self._loop.shutdown(self._aclose())  # from any thread, a finalizer's included
+
+    def _run(self, coro):
+        """Run ``coro`` on the loop thread; then warn, in the caller's thread, of nodes
+        left out meanwhile (also when the call failed: the warning says why)."""
+        try:
+            return self._thread().run(coro)
+        finally:
+            for message in self.fleet.take_warnings():
+                warnings.warn(message, FleetWarning, stacklevel=3)
 
     def _thread(self) -> LoopThread:
         with self._start_lock:  # many task threads may make the first call at once
@@ -119,10 +142,12 @@ class Router:
 
     async def _aclose(self) -> None:
         self.slots.fail_waiters(SollolError("router closed"))
+        await self.fleet.aclose()
         await self._tasks.cancel_all()
-        await asyncio.gather(*(p.aclose() for p in self._pools.values()), return_exceptions=True)
+        await asyncio.gather(*(e.aclose() for e in self.endpoints.values()),
+                             return_exceptions=True)
 
-    # -- embedding -------------------------------------------------------------------
+    # -- a job -----------------------------------------------------------------------
 
     async def aembed(self, texts: Sequence[str], row_ids: Sequence | None = None) -> np.ndarray:
         texts = list(texts)
@@ -134,7 +159,7 @@ class Router:
                     "(embed_dataframe and embed_parquet turn missing values into null vectors)",
                     row=labels[i],
                 )
-        ref = await self._ensure_ready()
+        ref = await self.fleet.ready()
         if not texts:
             return np.empty((0, ref.dimension), np.float32)
         unique, inverse = dedupe(texts)
@@ -142,7 +167,7 @@ class Router:
         for i, u in enumerate(inverse.tolist()):
             first_label.setdefault(u, labels[i])
         job = Job(unique, [first_label[i] for i in range(len(unique))], ref.dimension,
-                  self.settings.max_batch_chars)
+                  self.settings.max_batch_chars, priority=self.wall_clock())
         lanes = {asyncio.ensure_future(self._lane(job)) for _ in range(self._lane_count(job))}
         finished = asyncio.ensure_future(job.finished.wait())
         try:
@@ -176,24 +201,18 @@ class Router:
             grant = await self._acquire(frozenset(batch.tried) if batch else elsewhere,
                                         job.priority, spare=batch is None and job.untaken == 0)
             if batch is None:
-                size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
-                                                    self.settings.batch_seconds)
-                # Nothing else waits (maybe the run's tail) and a batch here is long enough
-                # for its tail to matter: share what is left over every slot.
-                expected = self.balancer.expected_seconds(grant.node, size) or 0.0
-                if not grant.contended and expected >= _TAIL_MATTERS * self.settings.batch_seconds:
-                    size = tail_size(size, job.untaken, self.balancer.usable_slots())
-                batch = job.take(size)
+                batch = job.take(self._batch_size(grant, job))
                 if batch is None:
-                    target, later = self._hedge_target(job, grant.node)
+                    target, later = hedge_target(job.in_flight, grant.node, self.clock(),
+                                                 self.balancer.expected_seconds)
                     if target is not None and grant.contended:
                         # Other work waits for slots: copies only when the fleet idles.
-                        target, later = None, _RECHECK_HEDGE
+                        target, later = None, RECHECK_HEDGE
                     if target is None:
                         self.slots.release(grant, CANCELLED)
                         if later is None:
                             return
-                        await asyncio.sleep(later)  # a copy may pay off then: look again
+                        await self.sleep(later)  # a copy may pay off then: look again
                         elsewhere = frozenset({grant.node})
                         continue
                     target.hedged = True
@@ -202,31 +221,34 @@ class Router:
             if await self._attempt(job, batch, grant):
                 batch = None
 
+    def _batch_size(self, grant: Grant, job: Job) -> int:
+        size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
+                                            self.settings.batch_seconds)
+        # Nothing else waits (maybe the run's tail) and a batch here is long enough for
+        # its tail to matter: share what is left over every slot.
+        expected = self.balancer.expected_seconds(grant.node, size) or 0.0
+        if not grant.contended and expected >= _TAIL_MATTERS * self.settings.batch_seconds:
+            size = tail_size(size, job.untaken, self.balancer.usable_slots())
+        return size
+
     async def _acquire(self, avoid: frozenset[str], priority: float,
                        spare: bool = False) -> Grant:
         while True:
             if not self.balancer.has_usable_node():
-                raise self._no_node_error()
+                raise self.fleet.no_node_error()
             if not self.balancer.any_up():
-                await self._wait_for_up_node()
+                await self.fleet.wait_for_up_node()
             grant = await self.slots.acquire(avoid, priority, spare)
             if grant is not None:
                 return grant
-
-    async def _wait_for_up_node(self) -> None:
-        down_since = self._all_down_since or self.clock()
-        while not self.balancer.any_up():
-            if not self.balancer.has_usable_node() or \
-                    self.clock() - down_since >= self.settings.wait_for_nodes:
-                raise self._no_node_error()
-            await asyncio.sleep(_SUPERVISE_EVERY)
 
     async def _attempt(self, job: Job, batch: Batch, grant: Grant, hedge: bool = False) -> bool:
         """Send ``batch`` on the granted node. True: the batch needs nothing more from this
         lane (stored, replaced by halves, or a hedge copy that lost); False: retry it."""
         name = grant.node
-        texts, labels = job.texts_of(batch), job.labels_of(batch)
-        request = asyncio.ensure_future(self._post(name, texts, labels))
+        request = asyncio.ensure_future(self.endpoints[name].embed(
+            job.texts_of(batch), job.labels_of(batch),
+            self.balancer.timeout_for(name, batch.size), self.fleet.reference))
         batch.running[name] = (request, self.clock())
         job.in_flight.add(batch)
         if not hedge:
@@ -243,17 +265,16 @@ class Router:
             raise
         except (NodeError, BadResponseError) as err:
             batch.running.pop(name, None)
-            failure = err.failure
-            self.slots.release(grant, Outcome(failure=failure, hard=err.hard,
+            self.slots.release(grant, Outcome(failure=err.failure, hard=err.hard,
                                               retry_after=getattr(err, "retry_after", None),
                                               reason=clip(err)))
-            if failure is Failure.NODE_FATAL:
-                self._exclude(name, str(err))
+            if err.failure is Failure.NODE_FATAL:
+                self.fleet.exclude(name, str(err))
             else:
-                self._fail_if_none_usable()  # the last node may have been quarantined
+                self.fleet.fail_if_none_usable()  # the last node may have been quarantined
             if batch.done or hedge:
                 return True
-            return await self._after_failure(job, batch, name, failure, err)
+            return await self._after_failure(job, batch, name, err)
         batch.running.pop(name, None)
         self.slots.release(grant, Outcome(texts=batch.size, seconds=self.clock() - started))
         if job.store(batch, vectors):
@@ -261,9 +282,10 @@ class Router:
                 task.cancel()  # the slower copy loses
         return True
 
-    async def _after_failure(self, job: Job, batch: Batch, name: str, failure: Failure,
-                             err: SollolError) -> bool:
+    async def _after_failure(self, job: Job, batch: Batch, name: str,
+                             err: NodeError | BadResponseError) -> bool:
         labels = job.labels_of(batch)
+        failure = err.failure
         if failure is Failure.CALLER:
             raise err
         if failure in (Failure.TOO_LONG, Failure.TOO_BIG):
@@ -290,240 +312,5 @@ class Router:
                 "the nodes, or raise max_attempts",
                 node=name, retryable=True,
             )
-        await asyncio.sleep(backoff_delay(batch.attempts))
+        await self.sleep(backoff_delay(batch.attempts))
         return False
-
-    def _hedge_target(self, job: Job, fast: str) -> tuple[Batch | None, float | None]:
-        """The in-flight batch a copy on ``fast`` would finish much sooner, if any; else
-        in how many seconds one may qualify (None: never, so the lane can stop).
-
-        A copy pays off when the holder's expected remaining time exceeds 1.5x the time
-        ``fast`` needs. A holder not measured yet, or overdue (a batch sent before its node
-        was measured keeps that request's long timeout), is judged by how long the batch
-        has run: it qualifies once it has run 1.5x what ``fast`` needs."""
-        now = self.clock()
-        best, best_gain, later = None, 0.0, None
-        for batch in job.in_flight:
-            if batch.done or batch.hedged:
-                continue
-            mine = self.balancer.expected_seconds(fast, batch.size)
-            if mine is None or fast in batch.running:
-                # Another node may take a copy: keep looking.
-                later = _RECHECK_HEDGE if later is None else min(later, _RECHECK_HEDGE)
-                continue
-            for node, (_, started) in batch.running.items():
-                theirs = self.balancer.expected_seconds(node, batch.size)
-                if theirs is None or now > started + theirs:  # unmeasured, or overdue
-                    gain = (now - started) - mine
-                    if gain <= 0.5 * mine:
-                        wait = started + 1.5 * mine - now
-                        later = wait if later is None else min(later, wait)
-                        continue
-                else:
-                    gain = (started + theirs - now) - mine
-                if gain > max(best_gain, 0.5 * mine):
-                    best, best_gain = batch, gain
-        if later is not None:
-            later = max(later, 0.01)
-        return best, later
-
-    async def _post(self, name: str, texts: list[str], labels: list) -> np.ndarray:
-        node = self.nodes[name]
-        backend = BACKENDS[node.api]
-        try:
-            body = backend.embed_body(texts, self.settings.opts)
-        except orjson.JSONEncodeError as exc:
-            raise unencodable(texts, labels, exc) from None
-        timeout = self.balancer.timeout_for(name, len(texts))
-        ref = self.reference
-        limit = embed_limit(len(texts), ref.dimension if ref else None,
-                            self.settings.max_response_bytes)
-        reply = await self._request(name, "POST", backend.embed_path, body, timeout, limit)
-        if reply.status != 200:
-            raise backend.classify_reply(reply, name, self.settings.opts.model)
-        # Every row checked: count, order, finite, non-zero, the fleet's dimension and norm.
-        return backend.parse_embed(reply.content, len(texts), name,
-                                   dimension=ref.dimension if ref else None,
-                                   norm=ref.norm if ref else None)
-
-    async def _request(self, name: str, method: str, path: str, body: bytes | None,
-                       timeout: float, max_bytes: int) -> Reply:
-        """One HTTP exchange, its body bounded; transport failures arrive as ``NodeError``."""
-        pool = self._pools.get(name)
-        if pool is None:
-            node = self.nodes[name]
-            pool = self._pools[name] = open_pool(
-                name, node.url, node.headers, self.balancer.nodes[name].cap + 4,
-                self.settings.verify)
-        return await pool.request(method, path, body, timeout, max_bytes)
-
-    # -- nodes leaving and joining -------------------------------------------------------
-
-    def _no_node_error(self) -> NoNodeAvailableError:
-        reasons = {s.name: f"{s.health.value}: {s.reason}" for s in self.balancer.nodes.values()}
-        listing = "; ".join(f"{k} ({v})" for k, v in reasons.items())
-        return NoNodeAvailableError(
-            f"no node can embed with {self.settings.opts.model!r}: {listing}. Start or fix a "
-            "node and run again (embed_parquet resumes where it stopped)",
-            reasons,
-        )
-
-    def _exclude(self, name: str, reason: str) -> None:
-        reason = clip(reason)
-        if self.balancer.nodes[name].health is not Health.EXCLUDED:
-            logger.warning("node %s excluded: %s", name, reason)
-            warnings.warn(f"node {name} excluded: {reason}", FleetWarning, stacklevel=2)
-        self.balancer.exclude(name, reason)
-        self._fail_if_none_usable()
-
-    def _fail_if_none_usable(self) -> None:
-        """Batches waiting for a slot fail at once when no node can take them any more
-        (all excluded or quarantined); else they look again."""
-        if not self.balancer.has_usable_node():
-            self.slots.fail_waiters(self._no_node_error())
-        else:
-            self.slots.wake()
-
-    # -- fleet check and probes --------------------------------------------------------
-
-    async def _ensure_ready(self) -> Reference:
-        if self._ready is None or (self._ready.done() and self._ready.exception() is not None):
-            self._ready = asyncio.ensure_future(self._check_fleet())
-        return await asyncio.shield(self._ready)
-
-    async def _check_fleet(self) -> Reference:
-        names = list(self.nodes)
-        results = await asyncio.gather(*(self._describe(n) for n in names), return_exceptions=True)
-        for name, result in zip(names, results):
-            if isinstance(result, BaseException):
-                self._probe_failed(name, result, "fleet check")
-            else:
-                self.infos[name] = result
-        self.reference = choose_reference(names, self.infos)
-        if self.reference is None:
-            missing = [r for r in results if isinstance(r, ModelNotFoundError)]
-            if missing and len(missing) == len(results):
-                model = self.settings.opts.model
-                raise ModelNotFoundError(
-                    f"model {model!r} is on none of the nodes ({', '.join(names)}): run "
-                    f"`ollama pull {model}` on them, or check the model name", node=names[0])
-            raise self._no_node_error()
-        for name, info in self.infos.items():
-            self._admit(name, info)
-        if not self.balancer.has_usable_node():
-            raise self._no_node_error()
-        if self._supervisor is None:
-            self._supervisor = self._tasks.spawn(
-                self._tasks.every(_SUPERVISE_EVERY, self._supervise, "fleet supervisor"),
-                "fleet supervisor")
-        return self.reference
-
-    def _admit(self, name: str, info: NodeInfo) -> bool:
-        """Let a described node take work if it matches the fleet; exclude it if not."""
-        why = mismatch(info, self.reference, self.settings.opts.model)
-        if why is not None:
-            self._exclude(name, why)
-            return False
-        node = self.nodes[name]
-        if node.max_inflight is None and info.total_slots:
-            self.balancer.set_cap(name, info.total_slots)
-        if info.loaded is False and BACKENDS[node.api].warm_body(self.settings.opts):
-            self.balancer.warming(name)
-            self._tasks.spawn(self._warm(name), f"warm-up of {name}")
-            return False
-        return True
-
-    async def _warm(self, name: str) -> None:
-        """Load a cold node's model before it gets batches (its load must not stall a
-        partition), then let it join."""
-        backend = BACKENDS[self.nodes[name].api]
-        try:
-            reply = await self._request(name, "POST", backend.embed_path,
-                                        backend.warm_body(self.settings.opts),
-                                        self.settings.first_timeout, PROBE_BYTES)
-            if reply.status != 200:
-                raise backend.classify_reply(reply, name, self.settings.opts.model)
-        except Exception as err:  # whatever it is, the node is not ready: never escapes
-            self._probe_failed(name, err, "warm-up")
-        else:
-            logger.info("node %s has loaded %s", name, self.settings.opts.model)
-            self.balancer.probe_result(name, True)
-        self.slots.wake()
-
-    async def _describe(self, name: str) -> NodeInfo:
-        node = self.nodes[name]
-
-        async def fetch(method: str, path: str, payload) -> Reply:
-            body = orjson.dumps(payload) if payload is not None else None
-            return await self._request(name, method, path, body, self.settings.probe_timeout,
-                                       PROBE_BYTES)
-
-        return await BACKENDS[node.api].describe(fetch, self.settings.opts, name)
-
-    def _probe_failed(self, name: str, err: BaseException, what: str) -> None:
-        """A fleet check, warm-up or re-probe of ``name`` failed: exclude the node if it
-        cannot serve the run, count a strike for a bad answer, else eject it (re-probed
-        after a back-off). Every exception ends here, so none escapes a task."""
-        failure = getattr(err, "failure", None)
-        text = f"{what} failed: {clip(err)}"
-        if isinstance(err, ModelNotFoundError) or failure in (Failure.NODE_FATAL, Failure.CALLER):
-            self._exclude(name, str(err))
-            return
-        if failure is Failure.BAD_RESPONSE:
-            self.balancer.strike(name, text)
-        else:
-            if not isinstance(err, SollolError):  # a bug of ours: its traceback, once
-                self._tasks.report_bug(f"{what} of node {name}", err)
-            elif what == "fleet check":
-                logger.warning("node %s is not answering (%s); it will be re-probed",
-                               name, clip(err))
-            self.balancer.probe_result(name, False, text)
-        self._fail_if_none_usable()
-
-    def _supervise(self) -> None:
-        """Re-probe ejected nodes when due; fail waiting batches if all stay down."""
-        for name in self.balancer.due_probes():
-            self._tasks.spawn(self._reprobe(name), f"re-probe of {name}")
-        if self.balancer.end_pauses():
-            self.slots.wake()  # a node that asked for a pause takes work again
-        if self.balancer.any_up():
-            self._all_down_since = None
-        else:
-            now = self.clock()
-            self._all_down_since = self._all_down_since or now
-            if now - self._all_down_since >= self.settings.wait_for_nodes:
-                self.slots.fail_waiters(self._no_node_error())
-
-    async def _reprobe(self, name: str) -> None:
-        try:
-            info = await self._describe(name)
-        except Exception as err:  # HTML from a proxy, a bug: a failed probe, never lost
-            self._probe_failed(name, err, "probe")
-            return
-        self.infos[name] = info
-        if self.reference is None:
-            self.reference = choose_reference(list(self.nodes), self.infos)
-        if self._admit(name, info):
-            logger.info("node %s answers again; restored", name)
-            self.balancer.probe_result(name, True)
-        self.slots.wake()
-
-    # -- metrics ---------------------------------------------------------------------
-
-    def snapshot(self) -> list[dict]:
-        """Per-node counters and state, plain msgpack-able data (for reports, status,
-        the dashboard). Never contains header values."""
-        out = []
-        for s in self.balancer.nodes.values():
-            info = self.infos.get(s.name)
-            out.append({
-                "node": s.name, "api": self.nodes[s.name].api, "model": self.settings.opts.model,
-                "digest": (info.digest or "")[:12] if info else "", "state": s.health.value,
-                "reason": s.reason, "cap": s.cap, "inflight": s.inflight,
-                "max_inflight_seen": s.max_inflight_seen, "requests": s.requests,
-                "texts": s.texts, "errors": dict(s.errors), "speed": s.speed,
-                "latency_counts": list(s.latency_counts), "latency_sum": s.latency_sum,
-                "size": info.size if info else None, "size_vram": info.size_vram if info else None,
-            })
-        return out
-

@@ -1,0 +1,94 @@
+"""One node as the engine talks to it: its wire format (backend) and its connection pool.
+
+An ``Endpoint`` sends a batch and reads back checked vectors, describes the node (what
+it serves) and warms its model. Pools come from a factory, ``open_pool`` by default; unit
+tests pass ``testing.mock.MockPool`` and no socket is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from .._node import Node
+from .._settings import RouterSettings
+from ..backends import BACKENDS, Backend, Reply
+from ..policy._identity import NodeInfo, Reference
+from ..policy._limits import PROBE_BYTES, embed_limit
+from ._transport import open_pool
+
+
+class Pool(Protocol):
+    """What an endpoint needs of a connection pool (``_transport.NodePool``)."""
+
+    async def request(self, method: str, path: str, body: bytes | None,
+                      timeout: float, max_bytes: int) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+# open_pool(name, url, headers, connections, verify) -> Pool
+PoolFactory = Callable[..., Pool]
+
+
+class Endpoint:
+    def __init__(self, node: Node, settings: RouterSettings, connections: Callable[[], int],
+                 open_pool: PoolFactory = open_pool) -> None:
+        self.node = node
+        self.name = node.name
+        self.backend: Backend = BACKENDS[node.api]
+        self.settings = settings
+        self._connections = connections  # asked when the pool opens: the node's cap by then
+        self._open_pool = open_pool
+        self._pool: Pool | None = None
+
+    async def request(self, method: str, path: str, body: bytes | None, timeout: float,
+                      max_bytes: int) -> Reply:
+        """One HTTP exchange, its body bounded; transport failures arrive as ``NodeError``.
+        The pool is opened on first use, on the router's loop (it belongs to that loop)."""
+        if self._pool is None:
+            self._pool = self._open_pool(self.name, self.node.url, self.node.headers,
+                                         self._connections(), self.settings.verify)
+        return await self._pool.request(method, path, body, timeout, max_bytes)
+
+    async def embed(self, texts: list[str], labels: list, timeout: float,
+                    reference: Reference | None) -> np.ndarray:
+        """The batch's vectors, every row checked: count, order, finite, non-zero, and the
+        fleet's dimension and norm (once the fleet has a reference)."""
+        opts = self.settings.opts
+        body = self.backend.encode_embed(texts, labels, opts)
+        limit = embed_limit(len(texts), reference.dimension if reference else None,
+                            self.settings.max_response_bytes)
+        reply = await self.request("POST", self.backend.embed_path, body, timeout, limit)
+        if reply.status != 200:
+            raise self.backend.classify_reply(reply, self.name, opts.model)
+        return self.backend.parse_embed(reply.content, len(texts), self.name,
+                                        dimension=reference.dimension if reference else None,
+                                        norm=reference.norm if reference else None)
+
+    async def describe(self) -> NodeInfo:
+        """What the node serves (dimension, digest, slots, whether the model is loaded)."""
+
+        async def fetch(method: str, path: str, body: bytes | None) -> Reply:
+            return await self.request(method, path, body, self.settings.probe_timeout,
+                                      PROBE_BYTES)
+
+        return await self.backend.describe(fetch, self.settings.opts, self.name)
+
+    @property
+    def can_warm(self) -> bool:
+        return self.backend.warm_body(self.settings.opts) is not None
+
+    async def warm(self) -> None:
+        """Load the node's model without embedding; raises what the node answered."""
+        reply = await self.request("POST", self.backend.embed_path,
+                                   self.backend.warm_body(self.settings.opts),
+                                   self.settings.first_timeout, PROBE_BYTES)
+        if reply.status != 200:
+            raise self.backend.classify_reply(reply, self.name, self.settings.opts.model)
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
