@@ -5,8 +5,8 @@ from ._exceptions import (
     BadResponseError,
     ConfigurationError,
     FleetWarning,
-    InsecureTLSWarning,
     InputError,
+    InsecureTLSWarning,
     ModelNotFoundError,
     NodeError,
     NoNodeAvailableError,
@@ -15,15 +15,23 @@ from ._exceptions import (
 )
 from ._node import Node
 from ._outcome import Failure
+from ._report import EmbedReport
 from ._secrets import FromEnv
+from ._settings import RouterSettings
+from .backends import EmbedOptions
+from .dashboard import FleetStatus
+from .policy._identity import Reference
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BadResponseError",
     "ConfigurationError",
+    "EmbedOptions",
+    "EmbedReport",
     "Embedder",
     "Failure",
+    "FleetStatus",
     "FleetWarning",
     "FromEnv",
     "InputError",
@@ -33,5 +41,7 @@ __all__ = [
     "Node",
     "NodeError",
     "OutputError",
+    "Reference",
+    "RouterSettings",
     "SollolError",
 ]

@@ -8,7 +8,6 @@ import threading
 import warnings
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import numpy as np
 from distributed.client import FutureCancelledError, FuturesCancelledError
@@ -18,7 +17,8 @@ from .cluster import _collections, _ownership, _parquet, _plan, _plugin
 from .cluster._clients import current_client
 from ._exceptions import SollolError
 from .policy._identity import Reference
-from ._node import Node, resolve_nodes
+from ._config import resolve_settings
+from ._node import Node
 from ._report import EmbedReport
 from .engine._router import Router
 from ._exceptions import InsecureTLSWarning
@@ -43,17 +43,21 @@ class Embedder:
     ``nodes``: URL strings (Ollama) and/or :class:`Node` objects; ``None`` reads
     ``SOLLOL_NODES`` (comma-separated), then ``OLLAMA_HOST``, then http://127.0.0.1:11434.
 
-    Options (all keyword): ``batch_size`` (512 texts per request at most),
-    ``batch_seconds`` (1.0: a measured node gets about this much work per request),
-    ``max_batch_chars`` (256,000), ``truncate`` (True: the server truncates texts longer than the context;
-    False: such a text raises ``InputError`` naming its row), ``keep_alive``,
-    ``dimensions``, ``options`` (Ollama model options, sent identically every time),
-    ``encoding`` ("base64" or "float", OpenAI route), ``max_attempts`` (6),
-    ``first_timeout`` (120 s), ``min_timeout`` (5 s), ``timeout_factor`` (10x a node's
-    expected batch time), ``probe_timeout`` (10 s), ``wait_for_nodes`` (60 s with every
-    node down before failing), ``eject_after`` (3), ``quarantine_after`` (3 bad answers in
-    a row quarantine a node), ``max_response_bytes`` (None: texts x dimension x 48 bytes
-    + 1 MiB per answer), ``verify`` (TLS: True, False or a CA bundle path).
+    Every other setting left as ``None`` comes from Dask's config under ``sollol-dask``
+    (``dask.config.set({"sollol-dask.batch-size": 64})``, a YAML file, or
+    ``DASK_SOLLOL_DASK__BATCH_SIZE=64``), whose defaults ship in ``sollol-dask.yaml``:
+    ``batch_size`` (512 texts per request at most), ``batch_seconds`` (1.0: a measured
+    node gets about this much work per request), ``max_batch_chars`` (256,000),
+    ``max_attempts`` (6), ``first_timeout`` (120 s), ``min_timeout`` (5 s),
+    ``timeout_factor`` (10x a node's expected batch time), ``probe_timeout`` (10 s),
+    ``wait_for_nodes`` (60 s with every node down before failing), ``eject_after`` (3),
+    ``quarantine_after`` (3 bad answers in a row quarantine a node),
+    ``max_response_bytes`` (None: texts x dimension x 48 bytes + 1 MiB per answer),
+    ``verify`` (TLS: True, False or a CA bundle path); per request: ``truncate`` (True:
+    the server truncates texts longer than the context; False: such a text raises
+    ``InputError`` naming its row), ``keep_alive``, ``dimensions``, ``options`` (Ollama
+    model options, sent identically every time), ``encoding`` ("base64" or "float",
+    OpenAI route).
 
     Close it when done (``with Embedder(...) as emb:`` or ``emb.close()``): that stops its
     event-loop thread and connection pools. One that is dropped unclosed is closed when
@@ -61,14 +65,27 @@ class Embedder:
     """
 
     def __init__(self, nodes: Iterable[str | Node] | str | Node | None = None, *,
-                 model: str, **options: Any) -> None:
-        opt_names = {"truncate", "keep_alive", "dimensions", "options", "encoding"}
-        embed_opts = {k: options.pop(k) for k in list(options) if k in opt_names}
-        self._start(RouterSettings(
-            nodes=resolve_nodes(nodes),
-            opts=EmbedOptions(model=model, **embed_opts),
-            **options,
-        ))
+                 model: str,
+                 batch_size: int | None = None,
+                 batch_seconds: float | None = None,
+                 max_batch_chars: int | None = None,
+                 max_attempts: int | None = None,
+                 first_timeout: float | None = None,
+                 min_timeout: float | None = None,
+                 timeout_factor: float | None = None,
+                 probe_timeout: float | None = None,
+                 wait_for_nodes: float | None = None,
+                 eject_after: int | None = None,
+                 quarantine_after: int | None = None,
+                 max_response_bytes: int | None = None,
+                 verify: bool | str | None = None,
+                 truncate: bool | None = None,
+                 keep_alive: str | None = None,
+                 dimensions: int | None = None,
+                 options: dict | None = None,
+                 encoding: str | None = None) -> None:
+        given = {k: v for k, v in locals().items() if k not in ("self", "nodes", "model")}
+        self._start(resolve_settings(nodes, model, given))
         _warn_if_unverified(self.settings)
 
     @classmethod

@@ -73,7 +73,7 @@ def _add_embed(sub) -> None:
     mode.add_argument("--overwrite", dest="overwrite", action="store_true",
                       help="delete the parts DST's manifest lists and start over")
     p.add_argument("--rows-per-part", type=int, default=4096)
-    p.add_argument("--batch-size", type=int, default=512,
+    p.add_argument("--batch-size", type=int, default=None,
                    help="texts per request at most (default 512; nodes get ~1 s of work each)")
     p.add_argument("--on-invalid", choices=("raise", "null"), default="raise",
                    help="non-text values: fail naming the row (default) or embed as null")
@@ -90,7 +90,7 @@ def _run_embed(args) -> int:
     if headers:
         nodes = [dataclasses.replace(n, headers={**(n.headers or {}), **headers})
                  for n in resolve_nodes(nodes)]
-    verify = False if args.insecure else (args.ca_bundle or True)
+    verify = False if args.insecure else (args.ca_bundle or None)  # None: dask.config
     _quiet_lost_scheduler()
     with Embedder(nodes, model=args.model, batch_size=args.batch_size, verify=verify) as emb:
         report = emb.embed_parquet(args.src, args.dst, column=args.column,

@@ -14,7 +14,7 @@ IO_AND_ASYNC = {"asyncio", "distributed", "dask", "aiohttp", "httpx", "tornado",
 DASK = {"distributed", "dask"}
 # The commands at the top: `sollol-dask sim` and `demo` run the simulated nodes.
 COMMANDS = {"sollol_dask.cli", "sollol_dask.demo", "sollol_dask.__main__"}
-FACADE = {"sollol_dask", "sollol_dask._embedder"} | COMMANDS
+FACADE = {"sollol_dask", "sollol_dask._embedder", "sollol_dask._config"} | COMMANDS
 
 
 def module_name(path: Path) -> str:

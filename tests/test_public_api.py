@@ -1,3 +1,6 @@
+import inspect
+import types
+
 import sollol_dask
 
 
@@ -5,6 +8,19 @@ def test_public_names_are_sorted_and_exported():
     assert sollol_dask.__all__ == sorted(sollol_dask.__all__)
     for name in sollol_dask.__all__:
         assert hasattr(sollol_dask, name), name
+
+
+def test_every_public_name_is_in_all():
+    public = {name for name, value in vars(sollol_dask).items()
+              if not name.startswith("_") and not isinstance(value, types.ModuleType)}
+    assert public == set(sollol_dask.__all__)
+
+
+def test_returned_types_are_exported():
+    emb = inspect.signature(sollol_dask.Embedder)
+    assert "batch_size" in emb.parameters and "options" not in str(emb).split("*")[0]
+    for name in ("EmbedReport", "FleetStatus", "Reference", "FleetWarning", "InsecureTLSWarning"):
+        assert name in sollol_dask.__all__
 
 
 def test_error_tree():
