@@ -82,3 +82,14 @@ def test_a_cold_node_is_warmed_before_it_gets_batches(clock):
     assert np.array_equal(vectors, vector("a", 4)[None]) and cold.loaded
     # The load (an empty input) while the node is kept out, then the batch.
     assert seen == [([], Health.WARMING), (["a"], Health.UP)]
+
+
+def test_closing_the_router_leaves_no_task_behind(clock):
+    h = Harness({A: FakeOllama(), B: FakeOllama(loaded=False)}, clock)
+
+    async def scenario(router):
+        await router.aembed(["a", "b"])  # starts the supervisor and a warm-up
+        await router._aclose()
+        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+    assert h.run(scenario) == set()

@@ -35,6 +35,7 @@ class BrokerSlots:
         self.balancer = balancer
         self._call = call
         self._worker = worker
+        self._releases: set[asyncio.Future] = set()  # lease returns still on their way
 
     def _caps(self) -> dict[str, int]:
         """The nodes this router may use, with its caps (the broker learns them)."""
@@ -78,6 +79,8 @@ class BrokerSlots:
                    "failure": outcome.failure and outcome.failure.value}
         task = asyncio.ensure_future(self._call("sollol_slots_release", worker=self._worker,
                                                 leases=[message]))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
         task.add_done_callback(_log_failure)
 
     def _return_unused(self, request: asyncio.Future) -> None:
@@ -93,6 +96,15 @@ class BrokerSlots:
 
     def fail_waiters(self, error: Exception) -> None:
         pass
+
+    async def aclose(self, timeout: float = 2.0) -> None:
+        """Let lease returns reach the scheduler (briefly), then cancel what is left."""
+        pending = list(self._releases)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     @property
     def waiting(self) -> bool:

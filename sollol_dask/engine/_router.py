@@ -141,7 +141,7 @@ class Router:
             return self._loop
 
     async def _aclose(self) -> None:
-        self.slots.fail_waiters(SollolError("router closed"))
+        await self.slots.aclose()
         await self.fleet.aclose()
         await self._tasks.cancel_all()
         await asyncio.gather(*(e.aclose() for e in self.endpoints.values()),

@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 from typing import Protocol
 
+from .._exceptions import SollolError
 from .._outcome import CANCELLED, Outcome
 from ..policy._balancer import SlotBalancer
 from ..policy._waiters import Waiter, WaiterQueue
@@ -46,6 +47,9 @@ class SlotSource(Protocol):
 
     def fail_waiters(self, error: Exception) -> None:
         """No node can take work any more: every waiting request fails with ``error``."""
+
+    async def aclose(self) -> None:
+        """The router closes: end what this source still has running or waiting."""
 
 
 def _live(waiter: Waiter) -> bool:
@@ -88,6 +92,9 @@ class LocalSlots:
         for waiter in self._queue.take_all():
             if not waiter.ticket.done():
                 waiter.ticket.set_exception(error)
+
+    async def aclose(self) -> None:
+        self.fail_waiters(SollolError("router closed"))
 
     @property
     def waiting(self) -> bool:
