@@ -43,9 +43,9 @@ def test_unmeasured_node_is_tried_before_measured_ones(clock):
 
 def test_exclude_avoids_failed_node_unless_it_is_the_only_one_up(clock):
     bal = make(clock, caps=(2, 2))
-    assert bal.choose(exclude={"n0"}) == "n1"
+    assert bal.choose(avoid={"n0"}) == "n1"
     bal.exclude("n1", "wrong digest")
-    assert bal.choose(exclude={"n0"}) == "n0"
+    assert bal.choose(avoid={"n0"}) == "n0"
 
 
 def test_hard_failure_ejects_at_once_and_backoff_doubles(clock):
@@ -71,13 +71,13 @@ def test_hard_failure_ejects_at_once_and_backoff_doubles(clock):
 def test_soft_failures_eject_after_threshold_and_success_resets(clock):
     bal = make(clock, caps=(5, 5), eject_after=3)
     for _ in range(2):
-        bal.choose(exclude={"n1"})
+        bal.choose(avoid={"n1"})
         bal.release("n0", failure=Failure.TRANSIENT)
-    bal.choose(exclude={"n1"})
+    bal.choose(avoid={"n1"})
     bal.release("n0", texts=1, seconds=0.1)
     assert bal.nodes["n0"].consecutive_failures == 0
     for _ in range(3):
-        bal.choose(exclude={"n1"})
+        bal.choose(avoid={"n1"})
         bal.release("n0", failure=Failure.TRANSIENT)
     assert bal.nodes["n0"].health is Health.EJECTED
     assert bal.nodes["n0"].errors["transient"] == 5
@@ -131,7 +131,7 @@ def test_excluded_node_is_never_restored(clock):
 
 def test_unusable_nodes_are_never_chosen_even_as_last_resort(clock):
     bal = make(clock, caps=(2, 2))
-    assert bal.choose(exclude={"n1"}, unusable={"n0"}) == "n1"
+    assert bal.choose(avoid={"n1"}, unusable={"n0"}) == "n1"
     assert bal.choose(unusable={"n0", "n1"}) is None
     assert bal.has_free_slot() and not bal.has_free_slot(unusable={"n0", "n1"})
 
@@ -202,7 +202,7 @@ def _readmissions_of_a_node_that_always_answers_wrongly(clock, bal, minutes: int
     whenever it is up, answers it wrongly, and is probed (successfully) when due."""
     readmitted = 0
     for _ in range(minutes * 600):  # 0.1 s steps, as the router's supervisor
-        if bal.nodes["n0"].health is Health.UP and bal.choose(exclude={"n1"}) == "n0":
+        if bal.nodes["n0"].health is Health.UP and bal.choose(avoid={"n1"}) == "n0":
             bal.release("n0", failure=Failure.BAD_RESPONSE, reason="returned 15 vectors for 16 texts")
         for name in bal.due_probes():
             bal.probe_result(name, True)  # it describes itself fine every time
@@ -226,7 +226,7 @@ def test_bad_answers_eject_at_once_with_growing_waits_until_quarantine(clock):
     bal = make(clock, caps=(2, 2), quarantine_after=3, quarantine=300.0)
     waits = []
     for _ in range(3):
-        assert bal.choose(exclude={"n1"}) == "n0"
+        assert bal.choose(avoid={"n1"}) == "n0"
         bal.release("n0", failure=Failure.BAD_RESPONSE)
         waits.append(bal.nodes["n0"].retry_at - clock())
         if bal.nodes["n0"].health is Health.EJECTED:
@@ -239,14 +239,14 @@ def test_bad_answers_eject_at_once_with_growing_waits_until_quarantine(clock):
     clock.advance(300.0)
     assert bal.due_probes() == ["n0"]  # probed when the quarantine ends
     bal.probe_result("n0", True)
-    bal.choose(exclude={"n1"})
+    bal.choose(avoid={"n1"})
     bal.release("n0", texts=16, seconds=0.1)  # a good batch clears the strikes
     assert (bal.nodes["n0"].strikes, bal.nodes["n0"].health) == (0, Health.UP)
 
 
 def test_a_busy_node_gets_nothing_until_its_retry_after_and_is_not_ejected(clock):
     bal = make(clock, caps=(1, 1), eject_after=1)
-    assert bal.choose(exclude={"n1"}) == "n0"
+    assert bal.choose(avoid={"n1"}) == "n0"
     bal.release("n0", failure=Failure.BUSY, retry_after=5.0)
     s = bal.nodes["n0"]
     assert s.health is Health.UP and s.consecutive_failures == 0 and s.errors["busy"] == 1
@@ -263,7 +263,7 @@ def test_first_timeout_shrinks_when_an_unmeasured_node_never_answers(clock):
     seen = []
     for _ in range(5):
         seen.append(bal.timeout_for("n0", 16))
-        bal.choose(exclude={"n1"})
+        bal.choose(avoid={"n1"})
         bal.release("n0", failure=Failure.TIMEOUT, hard=True)
         bal.probe_result("n0", True)
     assert seen == [120.0, 30.0, 7.5, 5.0, 5.0]

@@ -138,21 +138,22 @@ class SlotBalancer:
         self.nodes[name] = NodeSlots(name, int(cap), float(weight or 1.0))
         self._order[name] = len(self._order)
 
-    def choose(self, exclude: Iterable[str] = (), unusable: Iterable[str] = ()) -> str | None:
+    def choose(self, avoid: Iterable[str] = (), unusable: Iterable[str] = ()) -> str | None:
         """Take a slot on the best free node, or ``None`` if no slot is free.
 
-        Nodes in ``exclude`` (those a batch already failed on) are avoided while any
+        Nodes in ``avoid`` (those a batch already failed on) are passed over while any
         other up node exists; if they are the only ones up, they are used anyway.
         Nodes in ``unusable`` are never chosen (a worker's own view of dead nodes).
+        (Not to be confused with ``exclude``: a node unfit for the run, for good.)
         """
         banned = set(unusable)
-        excluded = set(exclude)
+        avoided = set(avoid)
         now = self.clock()
         up = [s for s in self.nodes.values()
               if s.health is Health.UP and s.name not in banned and s.resume_at <= now]
-        if up and all(s.name in excluded for s in up):
-            excluded = set()
-        free = [s for s in up if s.inflight < s.cap and s.name not in excluded]
+        if up and all(s.name in avoided for s in up):
+            avoided = set()
+        free = [s for s in up if s.inflight < s.cap and s.name not in avoided]
         if not free:
             return None
         best = max(free, key=self._rank)
