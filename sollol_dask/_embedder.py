@@ -23,7 +23,6 @@ from ._report import EmbedReport
 from .engine._router import Router
 from ._exceptions import InsecureTLSWarning
 from ._settings import RouterSettings
-from .backends import EmbedOptions
 from .dashboard import MONITOR_NAME, FleetMonitor, FleetStatus
 
 logger = logging.getLogger(__name__)

@@ -19,3 +19,14 @@ def test_batches_shrink_to_an_equal_share_near_the_end_but_not_below_a_quarter()
     assert tail_size(8, remaining=9, slots=8) == 2
     assert tail_size(1, remaining=1, slots=8) == 1
     assert tail_size(64, remaining=100, slots=0) == 64
+
+
+def test_batches_shrink_at_the_tail_only_when_nothing_waits_and_the_tail_matters():
+    from sollol_dask.policy._batching import lane_count, next_batch_size
+
+    assert next_batch_size(100, 2.0, False, 1.0, remaining=40, slots=4) == 25  # share it
+    assert next_batch_size(100, 2.0, True, 1.0, remaining=40, slots=4) == 100  # others wait
+    assert next_batch_size(100, 0.2, False, 1.0, remaining=40, slots=4) == 100  # short anyway
+    assert next_batch_size(100, None, False, 1.0, remaining=40, slots=4) == 100  # unmeasured
+    assert (lane_count(10, 16), lane_count(10, 1000), lane_count(0, 5), lane_count(999, 10**6)) \
+        == (2, 10, 1, 256)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._exceptions import BadResponseError
 from .._outcome import Failure
-from ..policy._identity import NORM_RATIO, NORM_TOLERANCE, is_normalized, norm_agrees
+from ..policy._identity import NORM_RATIO, NORM_TOLERANCE, is_normalized
 from ._base import bad_response
 
 def typical_norm(matrix: np.ndarray) -> float | None:

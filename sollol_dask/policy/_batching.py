@@ -22,7 +22,6 @@ def dedupe(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     return list(index), inverse
 
 
-
 def tail_size(size: int, remaining: int, slots: int) -> int:
     """The batch to cut when ``remaining`` texts are left for ``slots`` slots fleet-wide,
     ``size`` being the node's speed-sized batch.
@@ -34,3 +33,24 @@ def tail_size(size: int, remaining: int, slots: int) -> int:
     """
     share = -(-remaining // max(1, slots))
     return max(-(-size // 4), min(size, share))
+
+
+# Batches expected to take less than this fraction of batch_seconds are not shrunk at a
+# job's end: their tail is short anyway, and more requests would cost client CPU.
+TAIL_MATTERS = 0.5
+
+
+def next_batch_size(size: int, expected: float | None, contended: bool, batch_seconds: float,
+                    remaining: int, slots: int) -> int:
+    """The batch to cut for a granted slot: the node's speed-sized ``size`` (expected to
+    take ``expected`` seconds), shrunk by ``tail_size`` when nothing else waits (maybe
+    the run's tail) and a batch there is long enough for its tail to matter."""
+    if not contended and (expected or 0.0) >= TAIL_MATTERS * batch_seconds:
+        return tail_size(size, remaining, slots)
+    return size
+
+
+def lane_count(slots: int, texts: int) -> int:
+    """Concurrent lanes for a job: one per slot the fleet has (no more can be in flight),
+    and no more than small batches (8 texts) in the job."""
+    return max(1, min(slots, -(-texts // 8), 256))

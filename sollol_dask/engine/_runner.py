@@ -1,0 +1,208 @@
+"""Running one ``embed`` call as a job: lanes take slots, cut batches, send them, retry,
+split or hedge them, until every row has its vector.
+
+A batch's life: wait for a slot (oldest job first) -> the balancer names the best
+free node -> its endpoint POSTs, parses and checks every row -> done; on a transient
+failure or a bad answer the slot is released with the outcome and the batch waits for a
+slot on another node, up to ``max_attempts``; a batch too large for a server is split,
+one with a text too long is bisected to name the row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import numpy as np
+
+from .._exceptions import BadResponseError, InputError, NodeError, SollolError
+from .._outcome import CANCELLED, Failure, Outcome
+from .._settings import RouterSettings
+from ..backends._base import input_too_long
+from ..policy._balancer import SlotBalancer
+from ..policy._batching import dedupe, lane_count, next_batch_size
+from ..policy._hedge import RECHECK_HEDGE, hedge_target
+from ..policy._limits import clip
+from ..policy._retry import backoff_delay
+from ._endpoint import Endpoint
+from ._fleet import Fleet
+from ._job import Batch, Job
+from ._slots import Grant, SlotSource
+
+logger = logging.getLogger(__name__)
+
+
+class JobRunner:
+    """Runs jobs over the fleet: the router's asynchronous core."""
+
+    def __init__(self, settings: RouterSettings, balancer: SlotBalancer, slots: SlotSource,
+                 endpoints: dict[str, Endpoint], fleet: Fleet, *, clock: Callable[[], float],
+                 wall_clock: Callable[[], float],
+                 sleep: Callable[[float], Awaitable[None]]) -> None:
+        self.settings = settings
+        self.balancer = balancer
+        self.slots = slots
+        self.endpoints = endpoints
+        self.fleet = fleet
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.sleep = sleep
+
+    async def aembed(self, texts: Sequence[str], row_ids: Sequence | None = None) -> np.ndarray:
+        texts = list(texts)
+        labels = list(row_ids) if row_ids is not None else list(range(len(texts)))
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(
+                    f"row {labels[i]!r} is {type(text).__name__}, not str: pass text only "
+                    "(embed_dataframe and embed_parquet turn missing values into null vectors)",
+                    row=labels[i],
+                )
+        ref = await self.fleet.ready()
+        if not texts:
+            return np.empty((0, ref.dimension), np.float32)
+        unique, inverse = dedupe(texts)
+        first_label: dict[int, object] = {}
+        for i, u in enumerate(inverse.tolist()):
+            first_label.setdefault(u, labels[i])
+        job = Job(unique, [first_label[i] for i in range(len(unique))], ref.dimension,
+                  self.settings.max_batch_chars, priority=self.wall_clock())
+        lanes = {asyncio.ensure_future(self._lane(job)) for _ in range(lane_count(self.balancer.usable_slots(), len(job.texts)))}
+        finished = asyncio.ensure_future(job.finished.wait())
+        try:
+            # Done when every row is stored: lanes still waiting to copy a batch that has
+            # meanwhile come back are not waited for. A lane's error ends the call.
+            while not finished.done():
+                done, lanes = await asyncio.wait(lanes | {finished},
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                lanes.discard(finished)
+                for lane in done - {finished}:
+                    lane.result()
+                if not lanes and not finished.done():
+                    raise SollolError(f"internal error: {job.untaken} rows were never sent")
+        finally:
+            for task in (*lanes, finished):
+                task.cancel()
+            await asyncio.gather(*lanes, finished, return_exceptions=True)
+        return job.matrix[inverse]
+
+    async def _lane(self, job: Job) -> None:
+        """Take a slot, cut a batch for that node, send it; retry or hedge; until done."""
+        batch: Batch | None = None
+        elsewhere: frozenset[str] = frozenset()  # a hedge looks for another node next
+        while True:
+            # A lane with nothing left to take looks for a hedge: a spare slot.
+            grant = await self._acquire(frozenset(batch.tried) if batch else elsewhere,
+                                        job.priority, spare=batch is None and job.untaken == 0)
+            if batch is None:
+                batch = job.take(self._batch_size(grant, job))
+                if batch is None:
+                    target, later = hedge_target(job.in_flight, grant.node, self.clock(),
+                                                 self.balancer.expected_seconds)
+                    if target is not None and grant.contended:
+                        # Other work waits for slots: copies only when the fleet idles.
+                        target, later = None, RECHECK_HEDGE
+                    if target is None:
+                        self.slots.release(grant, CANCELLED)
+                        if later is None:
+                            return
+                        await self.sleep(later)  # a copy may pay off then: look again
+                        elsewhere = frozenset({grant.node})
+                        continue
+                    target.hedged = True
+                    await self._attempt(job, target, grant, hedge=True)
+                    continue
+            if await self._attempt(job, batch, grant):
+                batch = None
+
+    def _batch_size(self, grant: Grant, job: Job) -> int:
+        size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
+                                            self.settings.batch_seconds)
+        return next_batch_size(size, self.balancer.expected_seconds(grant.node, size),
+                               grant.contended, self.settings.batch_seconds, job.untaken,
+                               self.balancer.usable_slots())
+
+    async def _acquire(self, avoid: frozenset[str], priority: float,
+                       spare: bool = False) -> Grant:
+        while True:
+            if not self.balancer.has_usable_node():
+                raise self.fleet.no_node_error()
+            if not self.balancer.any_up():
+                await self.fleet.wait_for_up_node()
+            grant = await self.slots.acquire(avoid, priority, spare)
+            if grant is not None:
+                return grant
+
+    async def _attempt(self, job: Job, batch: Batch, grant: Grant, hedge: bool = False) -> bool:
+        """Send ``batch`` on the granted node. True: the batch needs nothing more from this
+        lane (stored, replaced by halves, or a hedge copy that lost); False: retry it."""
+        name = grant.node
+        request = asyncio.ensure_future(self.endpoints[name].embed(
+            job.texts_of(batch), job.labels_of(batch),
+            self.balancer.timeout_for(name, batch.size), self.fleet.reference))
+        batch.running[name] = (request, self.clock())
+        job.in_flight.add(batch)
+        if not hedge:
+            batch.attempts += 1
+        started = self.clock()
+        try:
+            vectors = await request
+        except asyncio.CancelledError:
+            batch.running.pop(name, None)
+            self.slots.release(grant, CANCELLED)
+            if batch.done and not asyncio.current_task().cancelling():
+                return True  # another copy of this batch won
+            request.cancel()
+            raise
+        except (NodeError, BadResponseError) as err:
+            batch.running.pop(name, None)
+            self.slots.release(grant, Outcome(failure=err.failure, hard=err.hard,
+                                              retry_after=getattr(err, "retry_after", None),
+                                              reason=clip(err)))
+            if err.failure is Failure.NODE_FATAL:
+                self.fleet.exclude(name, str(err))
+            else:
+                self.fleet.fail_if_none_usable()  # the last node may have been quarantined
+            if batch.done or hedge:
+                return True
+            return await self._after_failure(job, batch, name, err)
+        batch.running.pop(name, None)
+        self.slots.release(grant, Outcome(texts=batch.size, seconds=self.clock() - started))
+        if job.store(batch, vectors):
+            for task, _ in batch.running.values():
+                task.cancel()  # the slower copy loses
+        return True
+
+    async def _after_failure(self, job: Job, batch: Batch, name: str,
+                             err: NodeError | BadResponseError) -> bool:
+        labels = job.labels_of(batch)
+        failure = err.failure
+        if failure is Failure.CALLER:
+            raise err
+        if failure in (Failure.TOO_LONG, Failure.TOO_BIG):
+            if batch.size == 1:
+                if failure is Failure.TOO_LONG:
+                    raise input_too_long(labels[0], name, str(err)) from None
+                raise err
+            job.in_flight.discard(batch)
+            if failure is Failure.TOO_BIG:  # cut to the limit learnt (or half the batch)
+                self.balancer.limit_batch(name, batch.size, err.max_inputs)
+                step = min(self.balancer.nodes[name].max_batch, (batch.size + 1) // 2)
+            else:  # bisect to find the row
+                step = (batch.size + 1) // 2
+            for start in reversed(range(batch.start, batch.stop, step)):
+                job.requeue(Batch(start, min(start + step, batch.stop)))
+            return True
+        batch.tried.add(name)
+        logger.info("batch of %d (rows %r..%r) failed on %s, attempt %d: %s",
+                    batch.size, labels[0], labels[-1], name, batch.attempts, clip(err))
+        if batch.attempts >= self.settings.max_attempts:
+            raise NodeError(
+                f"rows {labels[0]!r}..{labels[-1]!r} failed on {batch.attempts} attempts "
+                f"(nodes tried: {', '.join(sorted(batch.tried))}); last error: {clip(err)}. Check "
+                "the nodes, or raise max_attempts",
+                node=name, retryable=True,
+            )
+        await self.sleep(backoff_delay(batch.attempts))
+        return False
