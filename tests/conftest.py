@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,14 @@ def local_client(threads_per_worker: int = 2):
                       host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         yield client
+
+
+def stop_process_groups(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process's group (started with start_new_session), SIGKILL after 10 s."""
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +17,7 @@ from distributed import Client
 import sollol_dask as sd
 from sollol_dask.testing import Faults, sim_vectors
 
-from .conftest import MODEL
+from .conftest import MODEL, stop_process_groups
 
 def _dask(*args: str) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "dask"
@@ -43,13 +41,7 @@ def cluster(tmp_path):
         time.sleep(0.05)
     address = json.loads(sched_file.read_text())["address"]
     yield address, add_worker
-    for proc in reversed(procs):
-        os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stop_process_groups(list(reversed(procs)))
 
 
 def test_job_on_existing_cluster_and_a_worker_joining_mid_run(cluster, sims, tmp_path):

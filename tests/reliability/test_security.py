@@ -7,7 +7,6 @@ import base64
 import contextlib
 import logging
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from distributed import Client
 import sollol_dask as sd
 from sollol_dask.testing import Faults, sim_vectors
 
-from ..conftest import MODEL, REPO
+from ..conftest import MODEL, REPO, stop_process_groups
 
 SECRET = "Bearer super-secret-token-99"
 
@@ -272,13 +271,7 @@ def debug_cluster(tmp_path):
     with Client(scheduler_file=str(sched_file)) as client:
         client.wait_for_workers(1, timeout=60)
         yield client, logs
-    for proc in procs:
-        os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stop_process_groups(procs)
 
 
 def test_scheduler_and_workers_never_show_a_secret_and_from_env_keeps_it_off_the_cluster(
