@@ -128,8 +128,9 @@ class Embedder:
             return self.router.embed(texts)
         self.register(client)
         chunks = [texts[i:i + CHUNK] for i in range(0, len(texts), CHUNK)]
+        job = _collections.embed_job(len(texts), len(chunks))  # listed on the /sollol page
         futures = client.map(_collections.embed_chunk, [self.settings] * len(chunks), chunks,
-                             range(0, len(texts), CHUNK), pure=False)
+                             range(0, len(texts), CHUNK), job=job, pure=False)
         return np.concatenate(client.gather(futures))
 
     # -- Dask ------------------------------------------------------------------------

@@ -2,17 +2,21 @@
 
 Each partition becomes one task that runs on a worker through that worker's router (from
 the WorkerPlugin). ``meta`` is always given, so building the graph computes nothing and
-sends no request; only the fleet's dimension is learned once, with one probe.
+sends no request; only the fleet's dimension is learned once, with one probe. Each
+partition reports itself to the scheduler's monitor when done (the page's jobs list).
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
+from dask.base import tokenize
 from distributed.metrics import context_meter
 
 from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
-from ._plugin import router_for
+from ._plugin import new_job, report_part, router_for, task_partition
 from .._settings import RouterSettings
 
 
@@ -22,33 +26,52 @@ def embed_dataframe(settings: RouterSettings, ddf, column: str, dim: int, *,
     if column not in ddf.columns:
         raise KeyError(f"column {column!r} is not in the dataframe (columns: {list(ddf.columns)})")
     meta = ddf._meta.assign(**{output_column: pd.Series([], dtype=pd.ArrowDtype(vector_type(dim)))})
+    job = new_job("embed_dataframe", f"embed_dataframe {column!r} -> {output_column!r}",
+                  ddf.npartitions, unit="rows",
+                  token=tokenize(ddf, settings.fingerprint(), column, output_column, on_invalid))
     return ddf.map_partitions(sollol_embed_partition, settings, column, output_column, dim,
-                              on_invalid, meta=meta, enforce_metadata=False)
+                              on_invalid, job, meta=meta, enforce_metadata=False)
 
 
 def sollol_embed_partition(pdf: pd.DataFrame, settings, column, output_column, dim, on_invalid,
-                           partition_info=None) -> pd.DataFrame:
+                           job=None, partition_info=None) -> pd.DataFrame:
     number = partition_info["number"] if partition_info else None
+    started = time.perf_counter()
     with context_meter.meter("sollol-embed"):
         part = embed_values(router_for(settings), pdf[column].tolist(), pdf.index.tolist(),
                             dim, partition=number, on_invalid=on_invalid)
+    report_part(job, number, len(pdf), time.perf_counter() - started)
     column_values = pd.arrays.ArrowExtensionArray(arrow_vectors(part))
     return pdf.assign(**{output_column: pd.Series(column_values, index=pdf.index)})
 
 
 def embed_bag(settings: RouterSettings, bag, dim: int, *, on_invalid: str = "raise"):
     check_on_invalid(on_invalid)
-    return bag.map_partitions(sollol_embed_bag_partition, settings, dim, on_invalid)
+    job = new_job("embed_bag", "embed_bag", bag.npartitions, unit="texts",
+                  token=tokenize(bag, settings.fingerprint(), on_invalid))
+    return bag.map_partitions(sollol_embed_bag_partition, settings, dim, on_invalid, job)
 
 
-def sollol_embed_bag_partition(items, settings, dim, on_invalid, partition_info=None) -> list:
+def sollol_embed_bag_partition(items, settings, dim, on_invalid, job=None) -> list:
     items = list(items)
-    number = partition_info["number"] if partition_info else None
+    number = task_partition()  # bags give no partition_info
+    started = time.perf_counter()
     part = embed_values(router_for(settings), items, list(range(len(items))), dim,
                         partition=number, on_invalid=on_invalid)
+    report_part(job, number, len(items), time.perf_counter() - started)
     return [row.copy() if ok else None for row, ok in zip(part.matrix, part.valid)]
 
 
-def embed_chunk(settings: RouterSettings, texts: list[str], offset: int) -> np.ndarray:
+def embed_chunk(settings: RouterSettings, texts: list[str], offset: int,
+                job: dict | None = None) -> np.ndarray:
     """One slice of a large ``Embedder.embed`` list, on a worker (labels stay global)."""
-    return router_for(settings).embed(texts, row_ids=range(offset, offset + len(texts)))
+    started = time.perf_counter()
+    vectors = router_for(settings).embed(texts, row_ids=range(offset, offset + len(texts)))
+    report_part(job, offset, len(texts), time.perf_counter() - started)
+    return vectors
+
+
+def embed_job(texts: int, chunks: int) -> dict:
+    """The page's entry for one distributed ``Embedder.embed`` call."""
+    return new_job("embed", f"embed() of {texts} texts", chunks, unit="texts",
+                   total_rows=texts)

@@ -10,8 +10,10 @@ different configurations live side by side without tearing each other down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import uuid
 
 from distributed import WorkerPlugin, get_worker
 from tornado.ioloop import PeriodicCallback
@@ -25,7 +27,7 @@ logger = logging.getLogger(__name__)
 REPORT_MS = 1000
 # Event topics the scheduler's FleetMonitor (dashboard) listens to.
 METRICS_TOPIC = "sollol-dask-metrics"  # per-node counters of a worker's router
-JOBS_TOPIC = "sollol-dask-jobs"  # parquet runs: started, part written
+JOBS_TOPIC = "sollol-dask-jobs"  # parquet runs: started, part written; parts of other jobs
 _local_routers: dict[str, Router] = {}  # processes without a Dask worker (threaded scheduler)
 _local_lock = threading.Lock()
 
@@ -85,6 +87,34 @@ class RouterPlugin(WorkerPlugin):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.router = None
+
+
+def new_job(kind: str, label: str, parts: int, *, unit: str, token: str | None = None,
+            total_rows: int | None = None) -> dict:
+    """What each partition of a job without a start event (bag, dataframe, a distributed
+    ``embed()``) tells the monitor, so that the first part to finish creates the job on
+    the page. ``token``: the same for the same graph (computing it again restarts the
+    job), else a new job every time."""
+    return {"job": f"{kind}-{(token or uuid.uuid4().hex)[:12]}", "label": label,
+            "parts": parts, "unit": unit, "total_rows": total_rows}
+
+
+def report_part(job: dict | None, part, rows: int, seconds: float) -> None:
+    """Tell the scheduler's monitor a partition of ``job`` is done (nothing off a worker)."""
+    if job is None:
+        return
+    with contextlib.suppress(ValueError):  # not on a Dask worker: no monitor to tell
+        get_worker().log_event(JOBS_TOPIC, {"kind": "part", "rows": rows, "part": part,
+                                            "seconds": seconds, **job})
+
+
+def task_partition() -> int | None:
+    """The partition number of the running task, from its key (``(name, i)``)."""
+    with contextlib.suppress(ValueError):
+        key = get_worker().get_current_task()
+        if isinstance(key, tuple) and len(key) > 1 and isinstance(key[-1], int):
+            return key[-1]
+    return None
 
 
 def _scheduler_call(worker):

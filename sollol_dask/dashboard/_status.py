@@ -37,16 +37,8 @@ class FleetStatus:
     def __str__(self) -> str:
         if not self.nodes:
             return f"sollol-dask fleet ({self.source}): no embedding activity reported yet"
-        header = f"{'node':<30} {'state':<10} {'in flight':>9} {'texts/s':>8} {'texts':>9} " \
-                 f"{'p50':>7} {'p95':>7} errors"
-        lines = [f"sollol-dask fleet ({self.source}), {self.data['fleet_rate']:.1f} texts/s",
-                 header]
-        for r in self.nodes:
-            errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "0"
-            p50 = "-" if r["p50"] is None else f"{r['p50']:g}s"
-            p95 = "-" if r["p95"] is None else f"{r['p95']:g}s"
-            lines.append(f"{r['node']:<30} {r['state']:<10} {r['inflight']:>4} / {r['cap']:<2} "
-                         f"{r['rate']:>8.1f} {r['texts']:>9} {p50:>7} {p95:>7} {errors}")
+        lines = [f"sollol-dask fleet ({self.source}), {self.data['fleet_rate']:.1f} texts/s"]
+        lines += _columns([list(COLUMNS)] + [_cells(r) for r in self.nodes])
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -60,24 +52,66 @@ def _num(value, fmt: str = "{:.0f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def _seconds(value) -> str:
+def seconds_text(value: float | None) -> str:
+    """A latency as read: two significant digits, trailing zero kept so that a measured
+    second does not look like a bucket edge ("0.31 s", "1.0 s", "14 s", "8.5 ms")."""
     if value is None:
         return "-"
-    return "inf" if value == float("inf") else f"{value:g} s"
+    if value == float("inf"):
+        return "inf"
+    value, unit = (value * 1000, "ms") if value < 0.01 else (value, "s")
+    # whole units from 10 up (9.96 too: "10 s", not "10. s")
+    return f"{value:.0f} {unit}" if value >= 9.95 else f"{value:#.2g} {unit}"
+
+
+def memory_text(size: int | None, size_vram: int | None) -> str:
+    """Where the node holds the model (Ollama's /api/ps): "GPU 286 MiB", "CPU 286 MiB",
+    or split, "GPU 200 MiB + CPU 86 MiB"; "-" when the server does not say."""
+    if not size:
+        return "-"
+    vram = min(size_vram or 0, size)
+    if vram == size:
+        return f"GPU {_mib(size)}"
+    if vram == 0:
+        return f"CPU {_mib(size)}"
+    return f"GPU {_mib(vram)} + CPU {_mib(size - vram)}"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
+
+
+# The fleet table's columns, in the page's and the terminal's order.
+COLUMNS = ("node", "model", "digest", "state", "in flight / cap", "texts/s", "texts", "p50",
+           "p95", "memory", "errors")
+
+
+def _cells(r: dict) -> list[str]:
+    errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "0"
+    return [r["node"], r["model"], r["digest"] or "-", r["state"],
+            f"{r['inflight']} / {r['cap']}", _num(r["rate"], "{:.1f}"), str(r["texts"]),
+            seconds_text(r["p50"]), seconds_text(r["p95"]),
+            memory_text(r.get("size"), r.get("size_vram")), errors]
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as aligned text; numbers right-aligned, the last column left ragged."""
+    numeric = {"in flight / cap", "texts/s", "texts", "p50", "p95"}
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if name in numeric else cell.ljust(w)
+                 for cell, w, name in zip(row, widths, COLUMNS)]
+        lines.append("  ".join([*cells, row[-1]]))
+    return lines
 
 
 def render_table(rows: list[dict]) -> str:
     head = ("<table class='sollol-fleet' border='1' cellpadding='4' style='border-collapse:"
-            "collapse'><tr><th>node</th><th>model</th><th>digest</th><th>state</th>"
-            "<th>in flight / cap</th><th>texts/s</th><th>texts</th><th>p50</th><th>p95</th>"
-            "<th>errors</th><th>VRAM</th></tr>")
+            "collapse'><tr>" + "".join(f"<th>{html.escape(name)}</th>" for name in
+                                       COLUMNS) + "</tr>")
     body = []
     for r in rows:
-        errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "0"
-        vram = "-" if not r.get("size") else f"{(r['size_vram'] or 0) / 2**20:.0f} / {r['size'] / 2**20:.0f} MiB"
-        cells = [r["node"], r["model"], r["digest"], r["state"], f"{r['inflight']} / {r['cap']}",
-                 _num(r["rate"], "{:.1f}"), str(r["texts"]), _seconds(r["p50"]),
-                 _seconds(r["p95"]), errors, vram]
         body.append("<tr class='sollol-node'>" + "".join(
-            f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+            f"<td>{html.escape(c)}</td>" for c in _cells(r)) + "</tr>")
     return head + "".join(body) + "</table>"

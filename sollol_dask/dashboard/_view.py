@@ -1,5 +1,6 @@
-"""The fleet as the scheduler sees it: worker routers' snapshots merged per node, with a
-short history for throughput, running jobs, and recent errors and state changes.
+"""The fleet as the scheduler sees it: worker routers' snapshots merged per node, the
+fleet's throughput over the last ten minutes (so a page opened now shows what came before),
+jobs, and recent errors and state changes.
 
 Pure data (an injected clock, no Dask): the page, /metrics and `sollol-dask status` all
 read it through ``FleetView.data()``.
@@ -10,9 +11,10 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 
-from ..policy._metrics import LATENCY_BUCKETS, histogram_quantile
+from ..policy._metrics import LATENCY_BUCKETS, LatencySketch
+from ._jobs import JobTracker
 
-HISTORY_SECONDS = 600
+HISTORY_SECONDS = 600  # of fleet throughput and capacity, one point a second
 RATE_WINDOW = 5.0  # seconds of history a texts/s figure averages over
 
 
@@ -20,9 +22,12 @@ class FleetView:
     def __init__(self, clock=time.time) -> None:
         self.clock = clock
         self.snapshots: dict[tuple[str, str], list[dict]] = {}  # (worker, config) -> nodes
+        # Texts per node at recent instants: rates are differences over RATE_WINDOW.
         self.history: deque[tuple[float, dict[str, int]]] = deque()
-        self.jobs: dict[str, dict] = {}
+        # (time, fleet texts/s, measured capacity): the throughput chart, bounded.
+        self.series: deque[tuple[float, float, float]] = deque()
         self.events: deque[tuple[float, str]] = deque(maxlen=100)
+        self.jobs = JobTracker(clock, self._event)
         self.caps: dict[str, int] = {}  # cluster-wide caps, from the slot broker
 
     # -- input -----------------------------------------------------------------------
@@ -47,20 +52,13 @@ class FleetView:
         self._event(f"worker {worker} left")
 
     def job_started(self, job: str, output: str, rows: int, parts: int) -> None:
-        self.jobs[job] = {"job": job, "output": output, "rows": rows, "parts": parts,
-                          "done_rows": 0, "done_parts": 0, "started": self.clock(),
-                          "finished": None}
-        self._event(f"job {job} started: {rows} rows in {parts} parts -> {output}")
+        """A parquet run into ``output`` begins."""
+        self.jobs.started(job, output, rows, parts)
+        self._event(f"job {output} started: {rows} rows in {parts} parts")
 
-    def part_done(self, job: str, rows: int) -> None:
-        entry = self.jobs.get(job)
-        if entry is None:
-            return
-        entry["done_rows"] += rows
-        entry["done_parts"] += 1
-        if entry["done_parts"] >= entry["parts"]:
-            entry["finished"] = self.clock()
-            self._event(f"job {job} finished")
+    def part_done(self, job: str, rows: int, **part) -> None:
+        """A partition of a job finished (see ``JobTracker.part_done``)."""
+        self.jobs.part_done(job, rows, **part)
 
     def _event(self, text: str) -> None:
         self.events.append((self.clock(), text))
@@ -71,8 +69,31 @@ class FleetView:
             self.history[-1] = (self.history[-1][0], self._texts_per_node())
             return
         self.history.append((now, self._texts_per_node()))
-        while self.history and now - self.history[0][0] > HISTORY_SECONDS:
+        # Keep one sample at least RATE_WINDOW old, none older.
+        while len(self.history) > 2 and now - self.history[1][0] >= RATE_WINDOW:
             self.history.popleft()
+
+    def tick(self) -> None:
+        """Add a point to the throughput series (the monitor calls this every second,
+        so the chart goes on while no worker reports, and reading ``data()`` does too)."""
+        self._sample()
+        now = self.clock()
+        if self.series and now - self.series[-1][0] < 1.0:
+            return
+        self.series.append((now, sum(self.rates().values()), self._capacity()))
+        while now - self.series[0][0] > HISTORY_SECONDS:
+            self.series.popleft()
+
+    def _capacity(self) -> float:
+        """Measured texts/s of the nodes that every worker sees up."""
+        speeds: dict[str, float] = {}
+        not_up: set[str] = set()
+        for nodes in self.snapshots.values():
+            for n in nodes:
+                speeds[n["node"]] = max(speeds.get(n["node"], 0.0), n.get("speed") or 0.0)
+                if n["state"] != "up":
+                    not_up.add(n["node"])
+        return sum(speed for node, speed in speeds.items() if node not in not_up)
 
     def _texts_per_node(self) -> dict[str, int]:
         totals: Counter = Counter()
@@ -99,6 +120,7 @@ class FleetView:
     def rows(self) -> list[dict]:
         merged: dict[str, dict] = {}
         states: dict[str, Counter] = {}
+        sketches: dict[str, LatencySketch] = {}
         for (worker, _), nodes in self.snapshots.items():
             for n in nodes:
                 row = merged.setdefault(n["node"], {
@@ -114,6 +136,8 @@ class FleetView:
                 row["latency_counts"] = [a + b for a, b in zip(row["latency_counts"],
                                                                n["latency_counts"])]
                 row["latency_sum"] += n.get("latency_sum", 0.0)
+                sketches.setdefault(n["node"], LatencySketch()).merge(
+                    LatencySketch.from_wire(n["latency_sketch"]))
                 row["speed"] = max(row["speed"], n.get("speed") or 0.0)
                 states.setdefault(n["node"], Counter())[n["state"]] += 1
         rates = self.rates()
@@ -124,24 +148,18 @@ class FleetView:
                 f"{state} ({count} of {sum(seen.values())} workers)" for state, count in seen.items())
             row["cap"] = self.caps.get(node, row["cap"])
             row["rate"] = rates.get(node, 0.0)
-            row["p50"] = histogram_quantile(row["latency_counts"], 0.5)
-            row["p95"] = histogram_quantile(row["latency_counts"], 0.95)
+            row["p50"] = sketches[node].quantile(0.5)
+            row["p95"] = sketches[node].quantile(0.95)
             row["errors"] = dict(row["errors"])
             out.append(row)
         return sorted(out, key=lambda r: r["node"])
 
     def data(self) -> dict:
-        self._sample()  # idle workers send nothing: time passing must still lower rates
+        self.tick()  # idle workers send nothing: time passing must still lower rates
         rows = self.rows()
-        now = self.clock()
-        fleet_rate = sum(r["rate"] for r in rows)
-        jobs = []
-        for job in self.jobs.values():
-            elapsed = (job["finished"] or now) - job["started"]
-            rate = job["done_rows"] / elapsed if elapsed > 0 else 0.0
-            left = job["rows"] - job["done_rows"]
-            jobs.append(dict(job, rate=rate, eta=(left / rate) if rate > 0 and left else None))
-        return {"time": now, "nodes": rows, "fleet_rate": fleet_rate,
-                "capacity": sum(r["speed"] for r in rows if r["state"] == "up"),
-                "jobs": jobs, "events": [{"time": t, "text": x} for t, x in self.events],
-                "history": [{"time": t, "texts": totals} for t, totals in self.history]}
+        times, rates, capacities = (list(c) for c in zip(*self.series))
+        return {"time": self.clock(), "nodes": rows,
+                "fleet_rate": sum(r["rate"] for r in rows), "capacity": self._capacity(),
+                "jobs": self.jobs.data(),
+                "events": [{"time": t, "text": x} for t, x in self.events],
+                "series": {"time": times, "rate": rates, "capacity": capacities}}

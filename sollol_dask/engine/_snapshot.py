@@ -27,6 +27,7 @@ class NodeRow:
     speed: float | None  # texts/s with cap requests in flight, once measured
     latency_counts: list[int]  # per policy._metrics.LATENCY_BUCKETS
     latency_sum: float
+    latency_sketch: dict  # policy._metrics.LatencySketch.to_wire(): the p50/p95 shown
     size: int | None  # bytes of the loaded model (Ollama /api/ps)
     size_vram: int | None
 
@@ -45,6 +46,7 @@ def snapshot(balancer: SlotBalancer, nodes: dict[str, Node], infos: dict[str, No
             reason=s.reason, cap=s.cap, inflight=s.inflight,
             max_inflight_seen=s.max_inflight_seen, requests=s.requests, texts=s.texts,
             errors=dict(s.errors), speed=s.speed, latency_counts=list(s.latency_counts),
-            latency_sum=s.latency_sum, size=info.size if info else None,
+            latency_sum=s.latency_sum, latency_sketch=s.latency.to_wire(),
+            size=info.size if info else None,
             size_vram=info.size_vram if info else None))
     return rows

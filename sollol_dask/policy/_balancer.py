@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from ._limits import clip
-from ._metrics import LATENCY_BUCKETS
+from ._metrics import LATENCY_BUCKETS, LatencySketch
 from .._outcome import Failure, Outcome
 
 
@@ -80,6 +80,7 @@ class NodeSlots:
     # Request latencies of successful batches, counted per bucket (upper bounds below).
     latency_counts: list[int] = dataclasses.field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
     latency_sum: float = 0.0
+    latency: LatencySketch = dataclasses.field(default_factory=LatencySketch)  # for p50/p95
 
     @property
     def speed(self) -> float | None:
@@ -272,6 +273,7 @@ class SlotBalancer:
             s.consecutive_failures = s.strikes = 0
             s.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             s.latency_sum += seconds
+            s.latency.add(seconds)
             if texts > 0 and seconds > 0:
                 sample = seconds / texts
                 s.seconds_per_text = (
