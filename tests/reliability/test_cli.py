@@ -65,16 +65,18 @@ def test_cli_tls_and_header_mistakes_are_named_before_any_work(tmp_path):
     args = ("embed", str(tmp_path / "in.parquet"), str(tmp_path / "out"), "--model", MODEL,
             "--node", "https://127.0.0.1:9")
     result = sollol(*args, "--ca-bundle", str(missing))
-    assert result.returncode == 1
-    assert result.stderr == f"sollol-dask: error: verify='{missing}': no such CA bundle file\n"
+    assert result.returncode == 2
+    assert result.stderr == f"sollol-dask: error: --ca-bundle {missing}: no such CA bundle file\n"
     # --insecure warns (here the missing input then ends the run, before any request)
     result = sollol(*args, "--insecure")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "TLS certificate verification is off for https://127.0.0.1:9" in result.stderr
-    assert "does not exist" in result.stderr
+    assert result.stderr.endswith(f"sollol-dask: error: input '{tmp_path / 'in.parquet'}' "
+                                  "does not exist\n")
     result = sollol(*args, "--header", f"X-Api-Key {TOKEN}")
-    assert result.returncode == 1
-    assert "--header takes 'Name: value'" in result.stderr and TOKEN not in result.stderr
+    assert result.returncode == 2
+    assert "argument --header: takes 'Name: value'" in result.stderr
+    assert TOKEN not in result.stderr
     result = sollol(*args, "--insecure", "--ca-bundle", str(missing))
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
 
