@@ -95,14 +95,30 @@ def _scheduler_client(address: str | None, timeout: float):
     from distributed import Client
 
     try:
+        asyncio.run(asyncio.wait_for(_scheduler_identity(address, timeout), timeout))
         client = Client(address, timeout=timeout)
-    except OSError as exc:  # refused, unreachable, timed out, not a Dask scheduler
+    except Exception as exc:  # refused, unreachable, timed out, not a Dask scheduler
         raise CommandError(
             f"cannot reach the Dask scheduler at {address} within {timeout:g} s: check the "
             "address and port, that the scheduler is running and that this machine can reach "
             "it (--connect-timeout SECONDS waits longer)") from exc
     with client:
         yield client
+
+
+async def _scheduler_identity(address: str, timeout: float) -> dict:
+    """Ask the scheduler who it is. Bounded as a whole by the caller: distributed's own
+    connect timeout does not cover a server that accepts the connection and then never
+    answers as a scheduler (an HTTP port, say: a minute's wait)."""
+    from distributed.core import rpc
+    from distributed.security import Security
+
+    conn = rpc(address, timeout=timeout,
+               connection_args=Security().get_connection_args("client"))
+    try:
+        return await conn.identity()
+    finally:
+        await conn.close_rpc()
 
 
 # -- embed -----------------------------------------------------------------------------

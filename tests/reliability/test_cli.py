@@ -159,6 +159,14 @@ def test_cli_wrong_scheduler_fails_within_seconds_naming_it(sims, tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith(
         "sollol-dask: error: cannot reach the Dask scheduler at 127.0.0.1:9 within 1 s: ")
+    # a port that accepts the connection but is no scheduler (an HTTP server) is bounded too
+    http_port = sims("instant").port
+    started = time.monotonic()
+    result = sollol("status", "--scheduler", f"127.0.0.1:{http_port}", "--connect-timeout", "1")
+    assert time.monotonic() - started < 15  # distributed alone waits for the server's idle close
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"sollol-dask: error: cannot reach the Dask scheduler at "
+                                    f"127.0.0.1:{http_port} within 1 s: ")
 
 
 def test_cli_output_piped_into_a_reader_that_goes_away_is_no_error(sims, tmp_path):
