@@ -111,6 +111,28 @@ def test_cli_request_flags_and_a_bearer_token_from_the_environment_reach_the_nod
     assert max(len(b["input"]) for b in embeds) <= 7
 
 
+def test_cli_takes_nodes_from_sollol_nodes_spaces_and_an_openai_node_included(
+        sims, tmp_path, monkeypatch):
+    ollama, openai = sims("gpu"), sims("gpu")
+    paths: list[tuple[int, str]] = []
+
+    def record(handler) -> None:
+        paths.append((handler.node.port, handler.request.path))
+
+    monkeypatch.setattr(sim_handlers._Base, "prepare", record, raising=False)
+    texts = corpus(tmp_path / "in.parquet", 300)
+    result = sollol("embed", str(tmp_path / "in.parquet"), str(tmp_path / "out"), "--model",
+                    MODEL, "--rows-per-part", "100", "--no-progress",
+                    env={"SOLLOL_NODES": f"{ollama.url}  openai+{openai.url}\n"})
+    assert result.returncode == 0, result.stderr
+    assert_output(tmp_path / "out", texts)
+    # each node was spoken to in its own protocol only (probes and embeds alike)
+    assert {path for port, path in paths if port == openai.port} <= {"/v1/models",
+                                                                    "/v1/embeddings"}
+    assert all(path.startswith("/api/") for port, path in paths if port == ollama.port)
+    assert (openai.port, "/v1/models") in paths and (ollama.port, "/api/show") in paths
+
+
 # -- the last thing a user reads is one line, with the right exit code ---------------------
 
 def test_cli_input_mistakes_exit_2_with_one_line_saying_what_to_fix(sims, tmp_path):
