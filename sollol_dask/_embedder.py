@@ -39,8 +39,12 @@ class Embedder:
     >>> emb = Embedder(["http://gpu1:11434", "http://cpu1:11434"], model="nomic-embed-text")
     >>> vecs = emb.embed(["a question", "a passage"])   # float32 (2, dim), input order
 
-    ``nodes``: URL strings (Ollama) and/or :class:`Node` objects; ``None`` reads
-    ``SOLLOL_NODES`` (comma-separated), then ``OLLAMA_HOST``, then http://127.0.0.1:11434.
+    ``nodes``: URL strings and/or :class:`Node` objects; ``None`` reads ``SOLLOL_NODES``
+    (URLs separated by commas and/or spaces), then ``OLLAMA_HOST``, then
+    http://127.0.0.1:11434. A URL string is an Ollama node, unless written
+    ``openai+http://box:8080`` or as its ``/v1`` base URL (``http://box:8080/v1``): then
+    it is an OpenAI-compatible one (llama.cpp, vLLM, TEI, Infinity), as
+    ``Node(url, api="openai")``.
 
     Every other setting left as ``None`` comes from Dask's config under ``sollol-dask``
     (``dask.config.set({"sollol-dask.batch-size": 64})``, a YAML file, or
@@ -153,6 +157,7 @@ class Embedder:
         """Lazily add ``output_column`` (``fixed_size_list<float32>[dim]``) to a dask
         dataframe. Null, NaN, empty or whitespace texts get a null vector. Building the
         graph sends one probe (to learn the dimension) and no embedding request."""
+        _collections.check_dataframe(ddf)
         self._register_if_client()
         return _collections.embed_dataframe(self.settings, ddf, column, self._dimension(),
                                             output_column=output_column, on_invalid=on_invalid)
@@ -160,6 +165,7 @@ class Embedder:
     def embed_bag(self, bag, *, on_invalid: str = "raise"):
         """Lazily map a dask bag of texts to float32 vectors (None for missing texts),
         keeping its partitioning and order."""
+        _collections.check_bag(bag)
         self._register_if_client()
         return _collections.embed_bag(self.settings, bag, self._dimension(), on_invalid=on_invalid)
 
@@ -187,7 +193,9 @@ class Embedder:
         except (FutureCancelledError, FuturesCancelledError, CommClosedError) as exc:
             if not _scheduler_lost(exc):
                 raise
-            where = f" at {client}" if isinstance(client, str) else ""
+            address = client if isinstance(client, str) else \
+                getattr(getattr(client, "scheduler", None), "address", None)
+            where = f" at {address}" if isinstance(address, str) else ""
             raise SollolError(
                 f"lost the connection to the Dask scheduler{where} while embedding into "
                 f"{dst}: finished parts are kept; rerun the same command (or call) to "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -21,6 +22,7 @@ APIS = ("ollama", "openai")
 DEFAULT_NODE = "http://127.0.0.1:11434"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost"}
+OPENAI_PREFIX = "openai+"  # openai+http://box:8080: an OpenAI-compatible node in a URL string
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,12 +161,15 @@ def normalize_url(url: str, api: str = "ollama") -> str:
 def resolve_nodes(nodes: Iterable[str | Node] | str | Node | None) -> tuple[Node, ...]:
     """Turn what a user passed (or the environment) into distinct ``Node`` objects.
 
-    With ``None``: ``SOLLOL_NODES`` (comma-separated), else ``OLLAMA_HOST``, else
-    ``http://127.0.0.1:11434``. Later duplicates of a server are dropped.
+    With ``None``: ``SOLLOL_NODES`` (URLs separated by commas and/or whitespace), else
+    ``OLLAMA_HOST``, else ``http://127.0.0.1:11434``. A URL string is an Ollama node
+    unless written ``openai+http://host:8080`` or as its ``/v1`` base URL
+    (``http://host:8080/v1``): then it is an OpenAI-compatible one. Later duplicates of
+    a server are dropped.
     """
     if nodes is None:
         env = os.environ.get("SOLLOL_NODES") or os.environ.get("OLLAMA_HOST") or DEFAULT_NODE
-        nodes = [part for part in env.split(",") if part.strip()]
+        nodes = [part for part in re.split(r"[\s,]+", env) if part]
     if isinstance(nodes, (str, Node)):
         nodes = [nodes]
     resolved: list[Node] = []
@@ -187,8 +192,15 @@ def _node_from_text(item: object) -> Node:
         )
     # OLLAMA_HOST may be "0.0.0.0" or ":11434" (server-side bind spellings).
     text = item.strip()
+    api = "ollama"
+    if text.lower().startswith(OPENAI_PREFIX):
+        api, text = "openai", text[len(OPENAI_PREFIX):]
     if text.startswith(":"):
         text = "127.0.0.1" + text
     if "://" not in text and ":" not in text:
         text += ":11434"
-    return Node(text)
+    # Ollama's native API is under /api; a base URL ending in /v1 is the OpenAI route
+    # (what OpenAI clients are configured with), so it can only mean an OpenAI node.
+    if urlsplit(text if "://" in text else "http://" + text).path.rstrip("/").endswith("/v1"):
+        api = "openai"
+    return Node(text, api=api)

@@ -1,123 +1,168 @@
-"""``sollol-dask``: the command line. Thin: every command calls the library."""
+"""``sollol-dask``: the command line. Thin: every command calls the library; flags, exit
+codes and error lines are in ``sollol_dask._cli``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import errno
 import logging
+import os
 import signal
 import sys
 
 from . import __version__
-from ._exceptions import SollolError
+from ._cli._embed_args import (CONNECT_TIMEOUT, add_embed_arguments, embed_parquet_kwargs,
+                               embedder_kwargs, flag_names)
+from ._cli._errors import (EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+                           CommandError, report_error)
+from ._cli import _types
+
+DESCRIPTION = """\
+Embed a parquet corpus on a fleet of embedding servers (Ollama nodes, llama.cpp
+llama-server, any OpenAI-compatible /v1/embeddings), spread over a Dask cluster.
+Batches go to whichever node has a free slot, a failed batch is retried on another
+node, every vector is checked, and a run that stopped resumes where it left off."""
+
+EPILOG = f"""\
+examples:
+  sollol-dask embed corpus/ out/ --model nomic-embed-text \\
+      --node http://gpu1:11434 --node http://cpu1:11434
+  sollol-dask embed corpus/ out/ --model all-MiniLM-L6-v2 --node openai+http://box:8080
+  sollol-dask demo        # the whole pipeline on simulated nodes: no server needed
+  sollol-dask embed --help
+
+nodes: --node and --openai-node, else $SOLLOL_NODES (URLs separated by commas or
+  spaces; openai+http://host:8080 or http://host:8080/v1 is an OpenAI-compatible
+  node), else $OLLAMA_HOST, else http://127.0.0.1:11434.
+
+{EXIT_CODES_HELP}"""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sollol-dask", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"sollol-dask {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what the router does")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_embed(sub)
-    _add_status(sub)
-    _add_sim(sub)
-    _add_demo(sub)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)  # a usage error exits 2 here
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return args.run(args)
-    except SollolError as err:
-        notes = "".join(f"\n  {note}" for note in getattr(err, "__notes__", ()))
-        print(f"sollol-dask: error: {err}{notes}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("sollol-dask: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the last thing a user reads is one line, whatever failed
+        return report_error(exc, verbose=args.verbose, flags=flag_names())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sollol-dask", description=DESCRIPTION,
+                                     epilog=EPILOG, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"sollol-dask {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log what the router does; show the traceback of an error")
+    # -v also after the command (`sollol-dask embed ... -v`), where users put it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log what the router does; show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_embed, _add_status, _add_sim, _add_demo):
+        add(sub, common)
+    return parser
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written (examples, tables); flag help wrapped."""
+
+
+def _say(text: object) -> None:
+    """Print to stdout; a reader that went away (``| head``) does not fail the run."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Later writes, and the interpreter's flush at exit, go nowhere instead of failing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def _scheduler_client(address: str | None, timeout: float):
+    """A client of the scheduler at ``address`` (None: none), connected within
+    ``timeout`` seconds or a one-line error naming the address and what to check."""
+    if address is None:
+        yield None
+        return
+    from distributed import Client
+
+    try:
+        asyncio.run(asyncio.wait_for(_scheduler_identity(address, timeout), timeout))
+        client = Client(address, timeout=timeout)
+    except Exception as exc:  # refused, unreachable, timed out, not a Dask scheduler
+        raise CommandError(
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: check the "
+            "address and port, that the scheduler is running and that this machine can reach "
+            "it (--connect-timeout SECONDS waits longer)") from exc
+    with client:
+        yield client
+
+
+async def _scheduler_identity(address: str, timeout: float) -> dict:
+    """Ask the scheduler who it is. Bounded as a whole by the caller: distributed's own
+    connect timeout does not cover a server that accepts the connection and then never
+    answers as a scheduler (an HTTP port, say: a minute's wait)."""
+    from distributed.core import rpc
+    from distributed.security import Security
+
+    conn = rpc(address, timeout=timeout,
+               connection_args=Security().get_connection_args("client"))
+    try:
+        return await conn.identity()
+    finally:
+        await conn.close_rpc()
 
 
 # -- embed -----------------------------------------------------------------------------
 
-def _add_embed(sub) -> None:
+def _add_embed(sub, common) -> None:
     p = sub.add_parser(
-        "embed", help="embed a parquet corpus into parquet with an embedding column",
-        description="Embed the text column of a parquet corpus (file, directory or glob) on a "
-                    "fleet of nodes; writes part files plus a manifest to DST. Rerunning the "
-                    "same command resumes: finished parts are skipped.")
-    p.add_argument("src", help="input parquet file, directory or glob")
-    p.add_argument("dst", help="output directory")
-    p.add_argument("--column", default="text", help="text column (default: text)")
-    p.add_argument("--output-column", default="embedding")
-    p.add_argument("--model", required=True, help="embedding model, e.g. nomic-embed-text")
-    p.add_argument("--node", action="append", default=[], metavar="URL",
-                   help="Ollama node URL (repeat); default: $SOLLOL_NODES or $OLLAMA_HOST")
-    p.add_argument("--openai-node", action="append", default=[], metavar="URL",
-                   help="OpenAI-compatible node URL (llama.cpp, vLLM, TEI, Infinity)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="Dask scheduler address (default: a LocalCluster for this run)")
-    p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                   help="HTTP header sent to every node (repeat); the value shows in shell "
-                        "history and ps: prefer --header-env for tokens")
-    p.add_argument("--header-env", action="append", default=[], metavar="NAME=VAR",
-                   help="HTTP header whose value is read from environment variable VAR on "
-                        "every Dask worker (repeat); the value never travels in the cluster")
-    tls = p.add_mutually_exclusive_group()
-    tls.add_argument("--ca-bundle", metavar="PATH",
-                     help="PEM file of CA certificates to verify https:// nodes with (a "
-                          "private CA); it must exist on every worker")
-    tls.add_argument("--insecure", action="store_true",
-                     help="do not verify https:// nodes' certificates (warns)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--resume", dest="overwrite", action="store_false", default=False,
-                      help="skip parts already written (the default)")
-    mode.add_argument("--overwrite", dest="overwrite", action="store_true",
-                      help="delete the parts DST's manifest lists and start over")
-    p.add_argument("--rows-per-part", type=int, default=4096)
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="texts per request at most (default 512; nodes get ~1 s of work each)")
-    p.add_argument("--on-invalid", choices=("raise", "null"), default="raise",
-                   help="non-text values: fail naming the row (default) or embed as null")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+        "embed", parents=[common], formatter_class=_Formatter,
+        usage="sollol-dask embed SRC DST --model MODEL [--node URL ...] [options]",
+        help="embed a parquet corpus into parquet with an embedding column",
+        description="Embed the text column of a parquet corpus (a file, a directory or a "
+                    "glob) on a fleet of\nnodes; writes part files and a manifest to DST. "
+                    "Rerunning the same command resumes:\nfinished parts are skipped.",
+        epilog="example:\n  sollol-dask embed corpus/ out/ --model nomic-embed-text "
+               "--node http://gpu1:11434 \\\n      --node http://cpu1:11434 --scheduler "
+               "tcp://10.0.0.5:8786\n\n" + EXIT_CODES_HELP)
+    add_embed_arguments(p)
     p.set_defaults(run=_run_embed)
 
 
 def _run_embed(args) -> int:
     from ._embedder import Embedder
-    from ._node import Node, resolve_nodes
 
-    headers = _headers(args.header, args.header_env)
+    nodes = _nodes(args)
+    _quiet_lost_scheduler()
+    with Embedder(nodes, model=args.model, **embedder_kwargs(args)) as emb, \
+            _scheduler_client(args.scheduler, args.connect_timeout) as client:
+        report = emb.embed_parquet(args.src, args.dst, client=client,
+                                   **embed_parquet_kwargs(args))
+    _say(report)
+    return EXIT_OK
+
+
+def _nodes(args) -> list | None:
+    """The nodes the flags name (None: from the environment), each with the headers."""
+    from ._node import Node, resolve_nodes
+    from ._secrets import FromEnv
+
+    headers: dict = dict(args.header)
+    headers.update({name: FromEnv(var, prefix=prefix) for name, prefix, var in args.header_env})
     nodes = [*args.node, *(Node(url, api="openai") for url in args.openai_node)] or None
     if headers:
         nodes = [dataclasses.replace(n, headers={**(n.headers or {}), **headers})
                  for n in resolve_nodes(nodes)]
-    verify = False if args.insecure else (args.ca_bundle or None)  # None: dask.config
-    _quiet_lost_scheduler()
-    with Embedder(nodes, model=args.model, batch_size=args.batch_size, verify=verify) as emb:
-        report = emb.embed_parquet(args.src, args.dst, column=args.column,
-                                   output_column=args.output_column, client=args.scheduler,
-                                   overwrite=args.overwrite, rows_per_part=args.rows_per_part,
-                                   progress=args.progress, on_invalid=args.on_invalid)
-    print(report)
-    return 0
-
-
-def _headers(literal: list[str], from_env: list[str]) -> dict:
-    from ._exceptions import ConfigurationError
-    from ._secrets import FromEnv
-
-    headers: dict = {}
-    for item in literal:
-        name, colon, value = item.partition(":")
-        if not colon or not name.strip():
-            # Never echo the item: it may hold a token.
-            raise ConfigurationError("--header takes 'Name: value' (a colon after the name)")
-        headers[name.strip()] = value.strip()
-    for item in from_env:
-        name, eq, var = item.partition("=")
-        if not eq or not name.strip() or not var.strip():
-            raise ConfigurationError(f"--header-env takes NAME=VARIABLE, not {item!r}")
-        headers[name.strip()] = FromEnv(var.strip())
-    return headers
+    return nodes
 
 
 class _DropLostSchedulerNoise(logging.Filter):
@@ -137,49 +182,83 @@ def _quiet_lost_scheduler() -> None:
 
 # -- status ----------------------------------------------------------------------------
 
-def _add_status(sub) -> None:
-    p = sub.add_parser("status", help="show the fleet table of a running cluster",
+def _add_status(sub, common) -> None:
+    p = sub.add_parser("status", parents=[common], formatter_class=_Formatter,
+                       help="show the fleet table of a running cluster",
                        description="Print the per-node fleet table the scheduler's "
-                                   "sollol-dask monitor keeps (the same as the /sollol page).")
-    p.add_argument("--scheduler", required=True, metavar="ADDRESS",
-                   help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
+                                   "sollol-dask monitor keeps (the same as the /sollol page).",
+                       epilog=EXIT_CODES_HELP)
+    p.add_argument("--scheduler", required=True, type=_types.scheduler_address,
+                   metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
+    p.add_argument("--connect-timeout", type=_types.positive_float, default=CONNECT_TIMEOUT,
+                   metavar="SECONDS",
+                   help=f"give up connecting after this long (default: {CONNECT_TIMEOUT:g})")
     p.set_defaults(run=_run_status)
 
 
 def _run_status(args) -> int:
-    from distributed import Client
-
     from .dashboard._status import FleetStatus
 
-    with Client(args.scheduler, timeout="10s") as client:
-        print(FleetStatus.from_scheduler(client))
+    with _scheduler_client(args.scheduler, args.connect_timeout) as client:
+        table = FleetStatus.from_scheduler(client)
         dashboard = client.dashboard_link
+    _say(table)
     if dashboard:
-        print(f"page: {dashboard.rsplit('/', 1)[0]}/sollol")
-    return 0
+        _say(f"page: {dashboard.rsplit('/', 1)[0]}/sollol")
+    return EXIT_OK
 
 
 # -- sim -------------------------------------------------------------------------------
 
-def _add_sim(sub) -> None:
+_FAULTS = {
+    "eof-every": "answer every Nth embed request with Ollama's runner EOF error (400)",
+    "nan-every": "answer every Nth embed request with Ollama's NaN error",
+    "malformed-every": "answer every Nth embed request with a body that is not JSON",
+    "truncated-every": "cut every Nth answer short",
+    "reset-every": "reset the connection on every Nth request",
+    "die-after": "close the port after N embed requests",
+    "hang-after": "stop answering after N embed requests",
+    "max-inputs": "refuse requests of more than N texts with a 422, as TEI does",
+}
+
+
+def _add_sim(sub, common) -> None:
     from .testing.sim import PROFILES
 
-    p = sub.add_parser("sim", help="serve a simulated Ollama node (for tests and demos)",
-                       description="Serve a simulated Ollama-compatible embedding node.")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=11434, help="port (0 picks a free one)")
+    p = sub.add_parser("sim", parents=[common], formatter_class=_Formatter,
+                       help="serve a simulated Ollama node (for tests and demos)",
+                       description="Serve a simulated Ollama-compatible embedding node "
+                                   "until Ctrl-C.", epilog=EXIT_CODES_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=11434,
+                   help="port (default: 11434; 0 picks a free one)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="gpu",
-                   help="speed profile: gpu ~117/s, cpu ~15/s, llamacpp 8 slots, instant")
-    p.add_argument("--model", default="nomic-embed-text")
-    p.add_argument("--dimension", type=int, default=768)
-    p.add_argument("--load-seconds", type=float, help="cold model load time")
-    p.add_argument("--slots", type=int, help="parallel slots (llama.cpp -np)")
-    p.add_argument("--slowdown", type=float, default=1.0, help="multiply model time")
-    p.add_argument("--digest-variant", default="", help="report a different model digest")
-    for fault in ("eof-every", "nan-every", "malformed-every", "truncated-every", "reset-every",
-                  "die-after", "hang-after", "max-inputs"):
-        p.add_argument(f"--{fault}", type=int, default=0, metavar="N", help="fault injection")
+                   help="speed profile: gpu ~117/s, cpu ~15/s, llamacpp 8 slots, instant "
+                        "(default: gpu)")
+    p.add_argument("--model", default="nomic-embed-text",
+                   help="the model it serves (default: nomic-embed-text)")
+    p.add_argument("--dimension", type=_types.positive_int, default=768,
+                   help="vector length (default: 768)")
+    p.add_argument("--load-seconds", type=_types.positive_float,
+                   help="cold model load time (default: the profile's)")
+    p.add_argument("--slots", type=_types.positive_int,
+                   help="parallel slots, as llama.cpp's -np (default: the profile's)")
+    p.add_argument("--slowdown", type=_types.positive_float, default=1.0,
+                   help="multiply model time (default: 1)")
+    p.add_argument("--digest-variant", default="",
+                   help="report another model digest (a node that must be left out)")
+    faults = p.add_argument_group("fault injection (0: never, the default)")
+    for fault, text in _FAULTS.items():
+        faults.add_argument(f"--{fault}", type=_types.whole_number(0), default=0,
+                            metavar="N", help=text)
     p.set_defaults(run=_run_sim)
+
+
+def _port(text: str) -> int:
+    port = _types.whole_number(0)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {port}")
+    return port
 
 
 def _run_sim(args) -> int:
@@ -196,9 +275,17 @@ def _run_sim(args) -> int:
                    port=args.port, digest_variant=args.digest_variant, faults=faults, **changes)
 
     async def serve() -> None:
-        await node.serve()
-        print(f"sollol-dask sim ({node.profile.name}, {args.model}) listening on {node.url}",
-              flush=True)
+        try:
+            await node.serve()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(
+                    f"port {args.port} on {args.host} is in use (another sim or Ollama?): "
+                    "choose another with --port, or --port 0 for a free one",
+                    exit_code=EXIT_USAGE) from exc
+            raise CommandError(f"cannot listen on {args.host}:{args.port}: "
+                               f"{exc.strerror or exc}", exit_code=EXIT_USAGE) from exc
+        _say(f"sollol-dask sim ({node.profile.name}, {args.model}) listening on {node.url}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -206,16 +293,19 @@ def _run_sim(args) -> int:
         await stop.wait()
 
     asyncio.run(serve())
-    return 0
+    return EXIT_OK
 
 
 # -- demo ------------------------------------------------------------------------------
 
-def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="embed a generated corpus on simulated nodes",
+def _add_demo(sub, common) -> None:
+    p = sub.add_parser("demo", parents=[common], formatter_class=_Formatter,
+                       help="embed a generated corpus on simulated nodes",
                        description="Start simulated nodes of mixed speed on 127.0.0.1 and "
-                                   "embed a generated corpus with them.")
-    p.add_argument("--rows", type=int, default=6000, help="documents to generate")
+                                   "embed a generated corpus with them.",
+                       epilog=EXIT_CODES_HELP)
+    p.add_argument("--rows", type=_types.positive_int, default=6000,
+                   help="documents to generate (default: 6000)")
     p.set_defaults(run=_run_demo)
 
 
@@ -223,7 +313,7 @@ def _run_demo(args) -> int:
     from .demo import run_demo
 
     run_demo(rows=args.rows)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -54,3 +54,24 @@ def test_secrets_never_in_repr():
     assert again == node and again.headers == node.headers  # sealed, not lost
     assert "Authorization" in repr(node) and "X-Api-Key" in repr(node)
     assert redact_url("http://a:b@h:1/p") == "http://a:***@h:1/p"
+
+
+def test_sollol_nodes_takes_commas_and_or_whitespace(monkeypatch):
+    monkeypatch.setenv("SOLLOL_NODES", "http://127.0.0.3:1 http://127.0.0.4:2,\n"
+                                       "127.0.0.5:3 ,\thttp://127.0.0.6:4")
+    assert [n.url for n in resolve_nodes(None)] == [
+        "http://127.0.0.3:1", "http://127.0.0.4:2", "http://127.0.0.5:3", "http://127.0.0.6:4"]
+
+
+def test_an_openai_node_is_marked_by_prefix_or_v1_base_url(monkeypatch):
+    monkeypatch.setenv("SOLLOL_NODES", "http://gpu1:11434 openai+http://box:8080 "
+                                       "https://vllm.internal/v1 OPENAI+box2:8081")
+    assert [(n.url, n.api) for n in resolve_nodes(None)] == [
+        ("http://gpu1:11434", "ollama"), ("http://box:8080", "openai"),
+        ("https://vllm.internal", "openai"), ("http://box2:8081", "openai")]
+    # the same rule for strings given to Embedder (and to the CLI's --node)
+    emb = sd.Embedder(["openai+https://user:pw@proxy:8443/v1/", "http://v1:11434"], model="m")
+    assert [(n.url, n.api) for n in emb.nodes] == [("https://proxy:8443", "openai"),
+                                                  ("http://v1:11434", "ollama")]
+    assert "Authorization" in emb.nodes[0].headers
+    emb.close()

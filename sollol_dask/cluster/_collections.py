@@ -20,6 +20,49 @@ from ._plugin import new_job, report_part, router_for, task_partition
 from .._settings import RouterSettings
 
 
+def check_dataframe(ddf: object) -> None:
+    """``TypeError`` saying what to pass, for what users pass instead of a dask DataFrame
+    (instead of an AttributeError from deep inside dask)."""
+    import dask.dataframe as dd
+
+    if isinstance(ddf, dd.DataFrame):
+        return
+    if isinstance(ddf, dd.Series):
+        raise TypeError("embed_dataframe takes a dask DataFrame, not a dask Series: pass "
+                        "series.to_frame() (column= its name), or use embed_bag(series.to_bag())")
+    if isinstance(ddf, pd.DataFrame):
+        raise TypeError("embed_dataframe takes a dask DataFrame, not a pandas DataFrame: pass "
+                        "dask.dataframe.from_pandas(df, npartitions=N), or for a small frame "
+                        "emb.embed(df[column].tolist())")
+    if isinstance(ddf, pd.Series):
+        raise TypeError("embed_dataframe takes a dask DataFrame, not a pandas Series: pass "
+                        "dask.dataframe.from_pandas(series.to_frame(), npartitions=N), or for "
+                        "a few texts emb.embed(series.tolist())")
+    raise TypeError(f"embed_dataframe takes a dask DataFrame, not {type(ddf).__name__}: "
+                    "make one with dask.dataframe.read_parquet(...) or from_pandas(...)")
+
+
+def check_bag(bag: object) -> None:
+    """``TypeError`` saying what to pass, for what users pass instead of a dask Bag."""
+    import dask.bag as db
+    import dask.dataframe as dd
+
+    if isinstance(bag, db.Bag):
+        return
+    if isinstance(bag, dd.Series):
+        raise TypeError("embed_bag takes a dask Bag, not a dask Series: pass series.to_bag(), "
+                        "or embed_dataframe(series.to_frame()) to keep it a dataframe")
+    if isinstance(bag, (dd.DataFrame, pd.DataFrame)):
+        raise TypeError("embed_bag takes a dask Bag of texts, not a dataframe: use "
+                        "embed_dataframe(ddf, column=...) for a dask DataFrame")
+    if isinstance(bag, (str, list, tuple, np.ndarray, pd.Series)):
+        raise TypeError(f"embed_bag takes a dask Bag, not {type(bag).__name__}: pass "
+                        "dask.bag.from_sequence(texts, npartitions=N), or for texts in memory "
+                        "call emb.embed(texts)")
+    raise TypeError(f"embed_bag takes a dask Bag, not {type(bag).__name__}: make one with "
+                    "dask.bag.from_sequence(texts, npartitions=N)")
+
+
 def embed_dataframe(settings: RouterSettings, ddf, column: str, dim: int, *,
                     output_column: str = "embedding", on_invalid: str = "raise"):
     check_on_invalid(on_invalid)

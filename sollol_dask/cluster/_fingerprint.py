@@ -35,14 +35,23 @@ class UnreadableParquet(ValueError):
     """The file has no readable parquet footer; the message says why (no file name)."""
 
 
+class NotParquet(UnreadableParquet):
+    """The file is no parquet file at all (a CSV, say), rather than a damaged one."""
+
+
 def read_footer(handle: BinaryIO, size: int) -> tuple[pq.FileMetaData, bytes]:
     """The parsed footer and its raw bytes (length and magic included)."""
     try:
         if size < 12:
+            if size and handle.read(4) != MAGIC[:size]:
+                raise NotParquet("it does not begin with parquet's PAR1 marker")
             raise UnreadableParquet(f"{size} bytes is too short for a parquet file")
         handle.seek(size - 8)
         tail = handle.read(8)
         if tail[4:] != MAGIC:
+            handle.seek(0)
+            if handle.read(4) != MAGIC:  # no magic at either end: never was parquet
+                raise NotParquet("it does not begin or end with parquet's PAR1 marker")
             raise UnreadableParquet("no parquet footer at its end: the file is cut short or "
                                     "is not parquet")
         length = int.from_bytes(tail[:4], "little")
@@ -78,6 +87,10 @@ def fingerprint_input(fs, path: str) -> tuple[pq.FileMetaData, dict]:
         with fs.open(path, "rb") as handle:
             meta, footer = read_footer(handle, size)
         stamp = modified(fs, path)
+    except NotParquet as exc:
+        raise InputError(f"input {path} is not a parquet file ({exc}): convert it to parquet "
+                         "(e.g. pandas.read_csv(...).to_parquet(...)) or leave it out of the "
+                         "input", partition=path) from exc
     except (UnreadableParquet, OSError) as exc:
         raise InputError(f"input {path} is not a readable parquet file ({exc}): repair or "
                          "remove it, then rerun", partition=path) from exc

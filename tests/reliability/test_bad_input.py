@@ -67,3 +67,32 @@ def test_duplicate_texts_are_embedded_once(sims):
     with sd.Embedder([node.url], model=MODEL) as emb:
         vectors = emb.embed(["same"] * 500 + ["other"])
     assert node.counters.texts == 2 and np.array_equal(vectors[0], vectors[499])
+
+
+def test_wrong_collection_types_say_what_to_pass(sims):
+    import dask.bag as db
+
+    node = sims("gpu")
+    pdf = pd.DataFrame({"text": ["a", "b"]})
+    ddf = dd.from_pandas(pdf, npartitions=1)
+    with sd.Embedder([node.url], model=MODEL) as emb:
+        with pytest.raises(TypeError) as info:
+            emb.embed_dataframe(pdf)
+        assert str(info.value) == (
+            "embed_dataframe takes a dask DataFrame, not a pandas DataFrame: pass "
+            "dask.dataframe.from_pandas(df, npartitions=N), or for a small frame "
+            "emb.embed(df[column].tolist())")
+        with pytest.raises(TypeError, match=r"not a dask Series: pass series.to_frame\(\)"):
+            emb.embed_dataframe(ddf["text"])
+        with pytest.raises(TypeError) as info:
+            emb.embed_bag(["a", "b"])
+        assert str(info.value) == (
+            "embed_bag takes a dask Bag, not list: pass dask.bag.from_sequence(texts, "
+            "npartitions=N), or for texts in memory call emb.embed(texts)")
+        with pytest.raises(TypeError, match=r"not a dask Series: pass series.to_bag\(\)"):
+            emb.embed_bag(ddf["text"])
+        with pytest.raises(TypeError, match="not a dataframe: use embed_dataframe"):
+            emb.embed_bag(ddf)
+        # the right types still work, and nothing was sent for the wrong ones
+        assert node.counters.requests == 0
+        assert emb.embed_bag(db.from_sequence(["a"])).compute()[0].shape == (768,)

@@ -1,5 +1,7 @@
-"""`sollol-dask embed` as a user runs it: TLS and header flags, and a scheduler that dies
-mid-run (one clear line, exit 1, the same command resumes)."""
+"""`sollol-dask` as a user runs it: TLS and header flags, request flags reaching the
+nodes, input mistakes (one line, exit 2), a scheduler that is wrong or dies mid-run (one
+clear line, exit 1, the same command resumes), a reader that goes away (`| head`), a sim
+on a port in use."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 
 from sollol_dask.testing import sim_vectors
+from sollol_dask.testing.sim import _handlers as sim_handlers
 
 from ..conftest import MODEL, REPO
 
@@ -65,18 +68,150 @@ def test_cli_tls_and_header_mistakes_are_named_before_any_work(tmp_path):
     args = ("embed", str(tmp_path / "in.parquet"), str(tmp_path / "out"), "--model", MODEL,
             "--node", "https://127.0.0.1:9")
     result = sollol(*args, "--ca-bundle", str(missing))
-    assert result.returncode == 1
-    assert result.stderr == f"sollol-dask: error: verify='{missing}': no such CA bundle file\n"
+    assert result.returncode == 2
+    assert result.stderr == f"sollol-dask: error: --ca-bundle {missing}: no such CA bundle file\n"
     # --insecure warns (here the missing input then ends the run, before any request)
     result = sollol(*args, "--insecure")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "TLS certificate verification is off for https://127.0.0.1:9" in result.stderr
-    assert "does not exist" in result.stderr
+    assert result.stderr.endswith(f"sollol-dask: error: input '{tmp_path / 'in.parquet'}' "
+                                  "does not exist\n")
     result = sollol(*args, "--header", f"X-Api-Key {TOKEN}")
-    assert result.returncode == 1
-    assert "--header takes 'Name: value'" in result.stderr and TOKEN not in result.stderr
+    assert result.returncode == 2
+    assert "argument --header: takes 'Name: value'" in result.stderr
+    assert TOKEN not in result.stderr
     result = sollol(*args, "--insecure", "--ca-bundle", str(missing))
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+def test_cli_request_flags_and_a_bearer_token_from_the_environment_reach_the_node(
+        auth_sims, tmp_path, monkeypatch):
+    node = auth_sims({"Authorization": "Bearer " + TOKEN})
+    bodies: list[dict] = []
+
+    def record(handler) -> None:
+        bodies.append(json.loads(handler.request.body))
+        sim_handlers._Base.prepare(handler)  # auth_sims' check
+
+    monkeypatch.setattr(sim_handlers.Embed, "prepare", record, raising=False)
+    texts = corpus(tmp_path / "in.parquet", 60)
+    # the README's proxy example: Authorization: Bearer <$EMBED_TOKEN>, read on the workers
+    result = sollol("embed", str(tmp_path / "in.parquet"), str(tmp_path / "out"),
+                    "--model", MODEL, "--node", node.url, "--no-progress",
+                    "--header-env", "Authorization=Bearer EMBED_TOKEN", "--keep-alive", "10m",
+                    "--option", "num_ctx=8192", "--no-truncate", "--batch-size", "7",
+                    env={"EMBED_TOKEN": TOKEN})
+    assert result.returncode == 0, result.stderr
+    assert "60 embedded" in result.stdout and TOKEN not in result.stdout + result.stderr
+    assert_output(tmp_path / "out", texts)
+    embeds = [b for b in bodies if b.get("input")]
+    assert sum(len(b["input"]) for b in embeds) == 60
+    assert {(b["keep_alive"], json.dumps(b["options"]), b["truncate"]) for b in embeds} == {
+        ("10m", '{"num_ctx": 8192}', False)}
+    assert max(len(b["input"]) for b in embeds) <= 7
+
+
+def test_cli_takes_nodes_from_sollol_nodes_spaces_and_an_openai_node_included(
+        sims, tmp_path, monkeypatch):
+    ollama, openai = sims("gpu"), sims("gpu")
+    paths: list[tuple[int, str]] = []
+
+    def record(handler) -> None:
+        paths.append((handler.node.port, handler.request.path))
+
+    monkeypatch.setattr(sim_handlers._Base, "prepare", record, raising=False)
+    texts = corpus(tmp_path / "in.parquet", 300)
+    result = sollol("embed", str(tmp_path / "in.parquet"), str(tmp_path / "out"), "--model",
+                    MODEL, "--rows-per-part", "100", "--no-progress",
+                    env={"SOLLOL_NODES": f"{ollama.url}  openai+{openai.url}\n"})
+    assert result.returncode == 0, result.stderr
+    assert_output(tmp_path / "out", texts)
+    # each node was spoken to in its own protocol only (probes and embeds alike)
+    assert {path for port, path in paths if port == openai.port} <= {"/v1/models",
+                                                                    "/v1/embeddings"}
+    assert all(path.startswith("/api/") for port, path in paths if port == ollama.port)
+    assert (openai.port, "/v1/models") in paths and (ollama.port, "/api/show") in paths
+
+
+# -- the last thing a user reads is one line, with the right exit code ---------------------
+
+def test_cli_input_mistakes_exit_2_with_one_line_saying_what_to_fix(sims, tmp_path):
+    node = sims("instant")
+    common = ("--model", MODEL, "--node", node.url, "--no-progress")
+    csv = tmp_path / "corpus.csv"
+    csv.write_text("id,text\n" + "".join(f"{i},text {i}\n" for i in range(100)))
+    result = sollol("embed", str(csv), str(tmp_path / "out"), *common)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"sollol-dask: error: input {csv} is not a parquet file (it does not begin or end "
+        "with parquet's PAR1 marker): convert it to parquet (e.g. "
+        "pandas.read_csv(...).to_parquet(...)) or leave it out of the input\n")
+
+    corpus(tmp_path / "in.parquet", 10)
+    result = sollol("embed", str(tmp_path / "in.parquet"), str(tmp_path / "out"), *common,
+                    "--column", "body")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"sollol-dask: error: column 'body' is not in {tmp_path / 'in.parquet'} (its columns: "
+        "id, text): pass --column with the text column's name\n")
+
+    pd.DataFrame({"text": [42, 43]}).to_parquet(tmp_path / "numbers.parquet")
+    result = sollol("embed", str(tmp_path / "numbers.parquet"), str(tmp_path / "out2"), *common)
+    assert result.returncode == 2, result.stderr
+    ours = result.stderr[result.stderr.index("sollol-dask: error: "):].splitlines()
+    assert ours[0] == (
+        f"sollol-dask: error: partition part-00000.parquet ({tmp_path / 'numbers.parquet'}, "
+        "rows 0..), row 0: value is int (42), not text: convert the column to strings, or "
+        "pass --on-invalid null to embed it as null")
+    assert all(line.startswith("  ") for line in ours[1:])  # hints, and nothing after them
+
+
+def test_cli_wrong_scheduler_fails_within_seconds_naming_it(sims, tmp_path):
+    corpus(tmp_path / "in.parquet", 10)
+    started = time.monotonic()
+    result = sollol("embed", str(tmp_path / "in.parquet"), str(tmp_path / "out"), "--model",
+                    MODEL, "--node", sims("instant").url, "--scheduler", "tcp://127.0.0.1:9")
+    assert time.monotonic() - started < 20  # distributed alone waits 30 s
+    assert result.returncode == 1
+    assert result.stderr == (
+        "sollol-dask: error: cannot reach the Dask scheduler at tcp://127.0.0.1:9 within 5 s: "
+        "check the address and port, that the scheduler is running and that this machine "
+        "can reach it (--connect-timeout SECONDS waits longer)\n")
+    result = sollol("status", "--scheduler", "127.0.0.1:9", "--connect-timeout", "1")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "sollol-dask: error: cannot reach the Dask scheduler at 127.0.0.1:9 within 1 s: ")
+    # a port that accepts the connection but is no scheduler (an HTTP server) is bounded too
+    http_port = sims("instant").port
+    started = time.monotonic()
+    result = sollol("status", "--scheduler", f"127.0.0.1:{http_port}", "--connect-timeout", "1")
+    assert time.monotonic() - started < 15  # distributed alone waits for the server's idle close
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"sollol-dask: error: cannot reach the Dask scheduler at "
+                                    f"127.0.0.1:{http_port} within 1 s: ")
+
+
+def test_cli_output_piped_into_a_reader_that_goes_away_is_no_error(sims, tmp_path):
+    texts = corpus(tmp_path / "in.parquet", 50)
+    cli = subprocess.Popen([sys.executable, "-m", "sollol_dask", "embed",
+                            str(tmp_path / "in.parquet"), str(tmp_path / "out"), "--model",
+                            MODEL, "--node", sims("instant").url, "--no-progress"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    cli.stdout.close()  # as `| head` does once it has its lines: the report finds no reader
+    stderr = cli.stderr.read()
+    assert cli.wait(300) == 0, stderr
+    assert "BrokenPipe" not in stderr and "Traceback" not in stderr
+    assert_output(tmp_path / "out", texts)
+
+
+def test_cli_sim_on_a_port_in_use_says_so(sims):
+    port = sims("instant").port
+    result = sollol("sim", "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"sollol-dask: error: port {port} on 127.0.0.1 is in use (another sim or Ollama?): "
+        "choose another with --port, or --port 0 for a free one\n")
 
 
 # -- case 14: the scheduler dies mid-run ---------------------------------------------------
