@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_embed(sub)
     _add_status(sub)
+    _add_discover(sub)
     _add_sim(sub)
     _add_demo(sub)
     args = parser.parse_args(argv)
@@ -78,6 +79,7 @@ def _add_embed(sub) -> None:
     p.add_argument("--on-invalid", choices=("raise", "null"), default="raise",
                    help="non-text values: fail naming the row (default) or embed as null")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_discover_flags(p, embed=True)
     p.set_defaults(run=_run_embed)
 
 
@@ -87,12 +89,15 @@ def _run_embed(args) -> int:
 
     headers = _headers(args.header, args.header_env)
     nodes = [*args.node, *(Node(url, api="openai") for url in args.openai_node)] or None
+    if args.discover:
+        nodes = _discovery_spec(args)
     if headers:
         nodes = [dataclasses.replace(n, headers={**(n.headers or {}), **headers})
                  for n in resolve_nodes(nodes)]
     verify = False if args.insecure else (args.ca_bundle or None)  # None: dask.config
     _quiet_lost_scheduler()
-    with Embedder(nodes, model=args.model, batch_size=args.batch_size, verify=verify) as emb:
+    with Embedder(nodes, model=args.model, batch_size=args.batch_size, verify=verify,
+                  rediscover=args.rediscover if args.discover else None) as emb:
         report = emb.embed_parquet(args.src, args.dst, column=args.column,
                                    output_column=args.output_column, client=args.scheduler,
                                    overwrite=args.overwrite, rows_per_part=args.rows_per_part,
@@ -133,6 +138,71 @@ class _DropLostSchedulerNoise(logging.Filter):
 
 def _quiet_lost_scheduler() -> None:
     logging.getLogger("distributed.client").addFilter(_DropLostSchedulerNoise())
+
+
+# -- discover --------------------------------------------------------------------------
+
+def _add_discover(sub) -> None:
+    p = sub.add_parser(
+        "discover", help="find embedding servers and print what each serves",
+        description="Ask the addresses you allow (SOLLOL_NODES/OLLAMA_HOST, this host's "
+                    "well-known ports, and only if given: --cidr ranges, --host names, "
+                    "each Dask worker's host with --scheduler) and print a table: URL, "
+                    "server kind and version, models with digests, loaded or not, VRAM, "
+                    "slots. With --model, says which servers a fleet would use and why "
+                    "the others are left out.")
+    p.add_argument("--model", help="keep only servers that serve this model")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler: also probe each worker's host, from that worker")
+    _add_discover_flags(p, embed=False)
+    p.set_defaults(run=_run_discover)
+
+
+def _add_discover_flags(p, *, embed: bool) -> None:
+    """Where discovery may look; shared by `discover` and `embed --discover`."""
+    if embed:
+        p.add_argument("--discover", action="store_true",
+                       help="find the nodes instead of listing them (sources below); nodes "
+                            "switched on during the run join it")
+        p.add_argument("--rediscover", type=float, default=30.0, metavar="SECONDS",
+                       help="with --discover: look again this often (0: never; default 30)")
+    p.add_argument("--cidr", action="append", default=[], metavar="RANGE",
+                   help="scan this range too, e.g. 192.168.1.0/24 (repeat)")
+    p.add_argument("--host", dest="hosts", action="append", default=[], metavar="HOST",
+                   help="ask this host too: name (every DNS address), IP or host:port (repeat)")
+    p.add_argument("--port", dest="ports", action="append", type=int, default=[],
+                   metavar="PORT", help="ports to ask (repeat; default 11434 and 8080)")
+    p.add_argument("--no-env", dest="env", action="store_false",
+                   help="ignore SOLLOL_NODES and OLLAMA_HOST")
+    p.add_argument("--no-local", dest="local", action="store_false",
+                   help="do not ask this host's well-known ports")
+    p.add_argument("--digest", help="keep only this build of the model (a digest prefix)")
+    p.add_argument("--timeout", type=float, default=3.0,
+                   help="seconds an address gets to answer (default 3)")
+
+
+def _discovery_spec(args):
+    from .discovery import WELL_KNOWN_PORTS, DiscoverySpec
+
+    return DiscoverySpec(env=args.env, local=args.local, ports=tuple(args.ports) or
+                         WELL_KNOWN_PORTS, cidr=tuple(args.cidr), hosts=tuple(args.hosts),
+                         digest=args.digest, timeout=args.timeout,
+                         connect_timeout=min(1.0, args.timeout))
+
+
+def _run_discover(args) -> int:
+    from .cluster._discover import discover
+
+    spec = _discovery_spec(args)
+    if args.scheduler:
+        from distributed import Client
+
+        with Client(args.scheduler, timeout="10s") as client:
+            found = discover(args.model, spec=spec, client=client)
+    else:
+        found = discover(args.model, spec=dataclasses.replace(spec, workers=False))
+    print(found)
+    return 0 if (found.kept if args.model else found.servers) else 3
 
 
 # -- status ----------------------------------------------------------------------------
