@@ -43,7 +43,10 @@ class Embedder:
     >>> vecs = emb.embed(["a question", "a passage"])   # float32 (2, dim), input order
 
     ``nodes``: URL strings (Ollama) and/or :class:`Node` objects; ``None`` reads
-    ``SOLLOL_NODES`` (comma-separated), then ``OLLAMA_HOST``, then http://127.0.0.1:11434.
+    ``SOLLOL_NODES`` (comma-separated), then ``OLLAMA_HOST``, then http://127.0.0.1:11434;
+    ``"auto"`` (or a ``DiscoverySpec``) finds them (``discovery=`` says where: see
+    ``sollol_dask.discover``) and looks again every ``rediscover`` seconds (30; 0: never)
+    while it runs, so nodes switched on later join.
 
     Every other setting left as ``None`` comes from Dask's config under ``sollol-dask``
     (``dask.config.set({"sollol-dask.batch-size": 64})``, a YAML file, or
@@ -66,7 +69,7 @@ class Embedder:
     it is garbage-collected.
     """
 
-    def __init__(self, nodes: Iterable[str | Node] | str | Node | None = None, *,
+    def __init__(self, nodes: Iterable[str | Node] | str | Node | DiscoverySpec | None = None, *,
                  model: str,
                  batch_size: int | None = None,
                  batch_seconds: float | None = None,
@@ -94,6 +97,10 @@ class Embedder:
         if nodes == "auto" or isinstance(nodes, DiscoverySpec):
             spec = nodes if isinstance(nodes, DiscoverySpec) else discovery or DiscoverySpec()
             nodes, found = _discover.discover_fleet(model, spec, dimensions)
+        if found is None and (rediscover or discovery is not None):
+            raise ConfigurationError(
+                f"{'rediscover' if rediscover else 'discovery'}= needs nodes='auto' (or a "
+                "DiscoverySpec as nodes)")
         settings = resolve_settings(nodes, model, given)
         if found is not None:
             settings = dataclasses.replace(settings, fleet=f"discovered:{found.spec!r}")
@@ -101,8 +108,6 @@ class Embedder:
         if found is not None:
             self._start_rediscovery(found, DEFAULT_REDISCOVER if rediscover is None
                                     else rediscover)
-        elif rediscover:
-            raise ConfigurationError("rediscover= needs nodes='auto' (or a DiscoverySpec)")
         _warn_if_unverified(self.settings)
 
     def _start_rediscovery(self, search: _discover.FleetSearch, every: float) -> None:
@@ -111,7 +116,9 @@ class Embedder:
                                                 lambda: holder.router, search.dimensions)
         if every > 0:
             rounds = _membership.Rediscovery(self._fleet.find, self._fleet.found, every)
-            weakref.finalize(self, rounds.stop)
+            # close() (or collection) stops the rounds too, before the router closes.
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _stop_and_close, rounds, holder)
 
     @classmethod
     def from_settings(cls, settings: RouterSettings) -> Embedder:
@@ -294,6 +301,11 @@ class _RouterHolder:
             router, self.router = self.router, None
         if router is not None:
             router.close()
+
+
+def _stop_and_close(rounds: _membership.Rediscovery, holder: _RouterHolder) -> None:
+    rounds.stop()
+    holder.close()
 
 
 def _warn_if_unverified(settings: RouterSettings) -> None:

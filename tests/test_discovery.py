@@ -211,3 +211,50 @@ def test_candidates_are_exactly_the_sources_asked_for():
                     ("http://h1:11434", "hosts"), ("http://h2:99", "hosts")]
     assert DiscoverySpec(env=False, local=False).candidates({}) == []
     assert Candidate("http", "::1", 1, "x").url == "http://[::1]:1"
+
+
+def answers(routes: dict):
+    """A ``get`` that answers from ``routes`` ((method, path) -> (status, json)), 404 else."""
+    asked = []
+
+    async def get(method, path, payload):
+        asked.append((method, path))
+        return routes.get((method, path), (404, None))
+
+    return get, asked
+
+
+def test_llama_cpp_is_identified_by_its_props_with_slots_and_dimension():
+    from sollol_dask.discovery import identify
+
+    get, asked = answers({
+        ("GET", "/props"): (200, {"total_slots": 8, "build_info": "b6000-abc"}),
+        ("GET", "/v1/models"): (200, {"data": [{"id": "nomic-embed-text-v1.5.Q8_0.gguf",
+                                                 "meta": {"n_embd": 768}}]})})
+    server = asyncio.run(identify(get, "http://127.0.0.2:8080", MODEL))
+    assert (server.kind, server.version, server.slots, server.api) == \
+        ("llama.cpp", "b6000-abc", 8, "openai")
+    assert server.model.name == "nomic-embed-text-v1.5.Q8_0.gguf"
+    assert server.info.dimension == 768
+    assert ("POST", "/v1/embeddings") not in asked  # n_embd said it: no embedding sent
+
+
+def test_tei_is_identified_by_its_info_and_measured_with_one_short_embedding():
+    from sollol_dask.discovery import identify
+
+    get, asked = answers({
+        ("GET", "/info"): (200, {"model_id": "BAAI/bge-small-en-v1.5", "model_sha": "5c38ec7",
+                                 "version": "1.8.0"}),
+        ("POST", "/v1/embeddings"): (200, {"data": [{"index": 0, "embedding": [0.6, 0.8]}]})})
+    server = asyncio.run(identify(get, "http://127.0.0.2:80", "bge-small-en-v1.5"))
+    assert (server.kind, server.version, server.model.digest) == ("tei", "1.8.0", "5c38ec7")
+    assert (server.info.dimension, round(server.info.norm, 6)) == (2, 1.0)
+    assert asked[-1] == ("POST", "/v1/embeddings")
+
+
+def test_an_http_server_of_another_kind_is_reported_not_kept():
+    from sollol_dask.discovery import NotEmbeddingServer, identify
+
+    get, _ = answers({})
+    with pytest.raises(NotEmbeddingServer, match="answers HTTP 404, but not as Ollama"):
+        asyncio.run(identify(get, "http://127.0.0.2:80", MODEL))

@@ -149,3 +149,16 @@ def test_embed_discover_on_the_command_line(sims, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert len(pq.read_table(tmp_path / "out")) == 300
     assert all(n.counters.texts > 0 for n in nodes)
+
+
+def test_closing_an_auto_embedder_stops_its_rediscovery(sims):
+    import threading as th
+
+    node = sims("gpu")
+    emb = sd.Embedder(sd.DiscoverySpec(env=False, hosts=(f"127.0.0.1:{node.port}",),
+                                       local=False), model=MODEL, rediscover=0.1)
+    assert [t for t in th.enumerate() if t.name == "sollol-dask-rediscovery"]
+    emb.close()
+    assert not [t for t in th.enumerate() if t.name == "sollol-dask-rediscovery"]
+    with pytest.raises(sd.ConfigurationError, match="rediscover= needs nodes='auto'"):
+        sd.Embedder([node.url], model=MODEL, rediscover=5)
