@@ -71,7 +71,8 @@ def ollama_host(text: str, source: str = "env") -> Candidate:
         port = default_port
     if host in _THIS_HOST:
         host = "127.0.0.1"
-    return Candidate(scheme, host.strip("[]"), port, source, ("/" + path).rstrip("/") if slash else "")
+    path = ("/" + path).rstrip("/") if slash else ""
+    return Candidate(scheme, host.strip("[]"), port, source, path)
 
 
 def _split_host_port(hostport: str) -> tuple[str, int | None]:
