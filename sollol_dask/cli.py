@@ -90,6 +90,11 @@ def _run_embed(args) -> int:
     headers = _headers(args.header, args.header_env)
     nodes = [*args.node, *(Node(url, api="openai") for url in args.openai_node)] or None
     if args.discover:
+        if headers or nodes:
+            from ._exceptions import ConfigurationError
+            raise ConfigurationError(
+                "--discover finds the nodes and sends them no headers: drop --node, "
+                "--openai-node, --header and --header-env, or drop --discover")
         nodes = _discovery_spec(args)
     if headers:
         nodes = [dataclasses.replace(n, headers={**(n.headers or {}), **headers})
