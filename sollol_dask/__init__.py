@@ -1,6 +1,8 @@
 """sollol_dask: embed document collections across a fleet of embedding servers, on Dask."""
 
 from ._embedder import Embedder
+from .cluster._discover import discover
+from .discovery import Discovery, DiscoverySpec
 from ._exceptions import (
     BadResponseError,
     ConfigurationError,
@@ -27,6 +29,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BadResponseError",
     "ConfigurationError",
+    "Discovery",
+    "DiscoverySpec",
     "EmbedOptions",
     "EmbedReport",
     "Embedder",
@@ -44,4 +48,5 @@ __all__ = [
     "Reference",
     "RouterSettings",
     "SollolError",
+    "discover",
 ]

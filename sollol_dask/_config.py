@@ -28,7 +28,7 @@ dask.config.update_defaults(DEFAULTS)
 # Settings that are request options (EmbedOptions) rather than router settings.
 _REQUEST = tuple(f.name for f in dataclasses.fields(EmbedOptions) if f.name != "model")
 _ROUTER = tuple(f.name for f in dataclasses.fields(RouterSettings)
-                if f.name not in ("nodes", "opts"))
+                if f.name not in ("nodes", "opts", "fleet"))
 NAMES = _ROUTER + _REQUEST
 
 

@@ -3,6 +3,7 @@ the work runs (this process for ``embed``, each Dask worker for the collections)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import warnings
@@ -13,9 +14,10 @@ import numpy as np
 from distributed.client import FutureCancelledError, FuturesCancelledError
 from distributed.comm import CommClosedError
 
-from .cluster import _collections, _ownership, _parquet, _plan, _plugin
+from .cluster import _collections, _discover, _membership, _ownership, _parquet, _plan, _plugin
 from .cluster._clients import current_client
-from ._exceptions import SollolError
+from ._exceptions import ConfigurationError, SollolError
+from .discovery import DiscoverySpec
 from .policy._identity import Reference
 from ._config import resolve_settings
 from ._node import Node
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 # Above this many texts, with a Dask client active, embed() spreads the list over the
 # cluster; below it the in-process router is faster (no task round trips).
 DISTRIBUTE_ABOVE = 20_000
+DEFAULT_REDISCOVER = 30.0  # seconds between discovery rounds of nodes="auto"
 CHUNK = 4096
 
 
@@ -44,7 +47,9 @@ class Embedder:
     http://127.0.0.1:11434. A URL string is an Ollama node, unless written
     ``openai+http://box:8080`` or as its ``/v1`` base URL (``http://box:8080/v1``): then
     it is an OpenAI-compatible one (llama.cpp, vLLM, TEI, Infinity), as
-    ``Node(url, api="openai")``.
+    ``Node(url, api="openai")``. ``"auto"`` (or a ``DiscoverySpec``) finds them
+    (``discovery=`` says where: see ``sollol_dask.discover``) and looks again every
+    ``rediscover`` seconds (30; 0: never) while it runs, so nodes switched on later join.
 
     Every other setting left as ``None`` comes from Dask's config under ``sollol-dask``
     (``dask.config.set({"sollol-dask.batch-size": 64})``, a YAML file, or
@@ -67,7 +72,7 @@ class Embedder:
     it is garbage-collected.
     """
 
-    def __init__(self, nodes: Iterable[str | Node] | str | Node | None = None, *,
+    def __init__(self, nodes: Iterable[str | Node] | str | Node | DiscoverySpec | None = None, *,
                  model: str,
                  batch_size: int | None = None,
                  batch_seconds: float | None = None,
@@ -86,10 +91,37 @@ class Embedder:
                  keep_alive: str | None = None,
                  dimensions: int | None = None,
                  options: dict | None = None,
-                 encoding: str | None = None) -> None:
-        given = {k: v for k, v in locals().items() if k not in ("self", "nodes", "model")}
-        self._start(resolve_settings(nodes, model, given))
+                 encoding: str | None = None,
+                 discovery: DiscoverySpec | None = None,
+                 rediscover: float | None = None) -> None:
+        given = {k: v for k, v in locals().items()
+                 if k not in ("self", "nodes", "model", "discovery", "rediscover")}
+        found = None
+        if nodes == "auto" or isinstance(nodes, DiscoverySpec):
+            spec = nodes if isinstance(nodes, DiscoverySpec) else discovery or DiscoverySpec()
+            nodes, found = _discover.discover_fleet(model, spec, dimensions)
+        if found is None and (rediscover or discovery is not None):
+            raise ConfigurationError(
+                f"{'rediscover' if rediscover else 'discovery'}= needs nodes='auto' (or a "
+                "DiscoverySpec as nodes)")
+        settings = resolve_settings(nodes, model, given)
+        if found is not None:
+            settings = dataclasses.replace(settings, fleet=f"discovered:{found.spec!r}")
+        self._start(settings)
+        if found is not None:
+            self._start_rediscovery(found, DEFAULT_REDISCOVER if rediscover is None
+                                    else rediscover)
         _warn_if_unverified(self.settings)
+
+    def _start_rediscovery(self, search: _discover.FleetSearch, every: float) -> None:
+        holder = self._holder
+        self._fleet = _discover.DiscoveredFleet(search.spec, self.model, self.settings.nodes,
+                                                lambda: holder.router, search.dimensions)
+        if every > 0:
+            rounds = _membership.Rediscovery(self._fleet.find, self._fleet.found, every)
+            # close() (or collection) stops the rounds too, before the router closes.
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _stop_and_close, rounds, holder)
 
     @classmethod
     def from_settings(cls, settings: RouterSettings) -> Embedder:
@@ -99,6 +131,7 @@ class Embedder:
 
     def _start(self, settings: RouterSettings) -> None:
         self.settings = settings
+        self._fleet = None  # a DiscoveredFleet when nodes="auto"
         self._holder = _RouterHolder(settings)
         # Closes the router (thread, pools, supervisor) when this Embedder is collected;
         # the holder, not the Embedder, is referenced, so the Embedder can be collected.
@@ -110,7 +143,8 @@ class Embedder:
 
     @property
     def nodes(self) -> tuple[Node, ...]:
-        return self.settings.nodes
+        """The fleet's nodes: with nodes="auto", those found so far."""
+        return tuple(self._fleet.nodes) if self._fleet is not None else self.settings.nodes
 
     @property
     def router(self) -> Router:
@@ -147,7 +181,10 @@ class Embedder:
         if client is None:
             raise ValueError("no Dask client: pass client= or create a distributed.Client")
         client.register_plugin(FleetMonitor(), name=MONITOR_NAME)  # the /sollol page's data
-        return _plugin.register(client, self.settings)
+        name = _plugin.register(client, self.settings)
+        if self._fleet is not None:
+            self._fleet.attach(client, name)
+        return name
 
     def _dimension(self) -> int:
         return self.check_fleet().dimension
@@ -272,6 +309,11 @@ class _RouterHolder:
             router, self.router = self.router, None
         if router is not None:
             router.close()
+
+
+def _stop_and_close(rounds: _membership.Rediscovery, holder: _RouterHolder) -> None:
+    rounds.stop()
+    holder.close()
 
 
 def _warn_if_unverified(settings: RouterSettings) -> None:

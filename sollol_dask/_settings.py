@@ -43,6 +43,11 @@ class RouterSettings:
     # bytes + 1 MiB, room for pretty-printed JSON floats). Probes are capped at 4 MiB.
     max_response_bytes: int | None = None
     verify: bool | str = True  # TLS verification for https:// nodes; or a CA bundle path
+    # Names a fleet whose members change during a run (discovery): the configuration's
+    # identity on a cluster (``identity``) hashes this instead of the node list, so nodes
+    # that join keep the workers' routers, measured speeds and cluster-wide caps.
+    # "": the node list names the fleet (an explicit list).
+    fleet: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verify", check_verify(self.verify))
@@ -64,6 +69,13 @@ class RouterSettings:
         data = dataclasses.asdict(self)
         blob = orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)
         return hashlib.sha256(blob).hexdigest()[:12]
+
+    def identity(self) -> str:
+        """The configuration's name on a cluster: ``fingerprint`` without the node list
+        when ``fleet`` names the fleet, so it stays the same as nodes join."""
+        if not self.fleet:
+            return self.fingerprint()
+        return dataclasses.replace(self, nodes=()).fingerprint()
 
 
 def check_verify(verify: object) -> bool | str:

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log what the router does; show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_embed, _add_status, _add_sim, _add_demo):
+    for add in (_add_embed, _add_status, _add_discover, _add_sim, _add_demo):
         add(sub, common)
     return parser
 
@@ -135,6 +135,7 @@ def _add_embed(sub, common) -> None:
                "--node http://gpu1:11434 \\\n      --node http://cpu1:11434 --scheduler "
                "tcp://10.0.0.5:8786\n\n" + EXIT_CODES_HELP)
     add_embed_arguments(p)
+    _add_discover_flags(p, embed=True)
     p.set_defaults(run=_run_embed)
 
 
@@ -143,7 +144,9 @@ def _run_embed(args) -> int:
 
     nodes = _nodes(args)
     _quiet_lost_scheduler()
-    with Embedder(nodes, model=args.model, **embedder_kwargs(args)) as emb, \
+    rediscover = args.rediscover if args.discover else None
+    with Embedder(nodes, model=args.model, rediscover=rediscover,
+                  **embedder_kwargs(args)) as emb, \
             _scheduler_client(args.scheduler, args.connect_timeout) as client:
         report = emb.embed_parquet(args.src, args.dst, client=client,
                                    **embed_parquet_kwargs(args))
@@ -159,6 +162,13 @@ def _nodes(args) -> list | None:
     headers: dict = dict(args.header)
     headers.update({name: FromEnv(var, prefix=prefix) for name, prefix, var in args.header_env})
     nodes = [*args.node, *(Node(url, api="openai") for url in args.openai_node)] or None
+    if args.discover:
+        if headers or nodes:
+            from ._exceptions import ConfigurationError
+            raise ConfigurationError(
+                "--discover finds the nodes and sends them no headers: drop --node, "
+                "--openai-node, --header and --header-env, or drop --discover")
+        nodes = _discovery_spec(args)
     if headers:
         nodes = [dataclasses.replace(n, headers={**(n.headers or {}), **headers})
                  for n in resolve_nodes(nodes)]
@@ -178,6 +188,73 @@ class _DropLostSchedulerNoise(logging.Filter):
 
 def _quiet_lost_scheduler() -> None:
     logging.getLogger("distributed.client").addFilter(_DropLostSchedulerNoise())
+
+
+# -- discover --------------------------------------------------------------------------
+
+def _add_discover(sub, common) -> None:
+    p = sub.add_parser(
+        "discover", parents=[common], formatter_class=_Formatter, help="find embedding servers and print what each serves",
+        description="Ask the addresses you allow (SOLLOL_NODES/OLLAMA_HOST, this host's "
+                    "well-known ports, and only if given: --cidr ranges, --host names, "
+                    "each Dask worker's host with --scheduler) and print a table: URL, "
+                    "server kind and version, models with digests, loaded or not, VRAM, "
+                    "slots. With --model, says which servers a fleet would use and why "
+                    "the others are left out.")
+    p.add_argument("--model", help="keep only servers that serve this model")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler: also probe each worker's host, from that worker")
+    _add_discover_flags(p, embed=False)
+    p.set_defaults(run=_run_discover)
+
+
+def _add_discover_flags(p, *, embed: bool) -> None:
+    """Where discovery may look; shared by `discover` and `embed --discover`."""
+    if embed:
+        p.add_argument("--discover", action="store_true",
+                       help="find the nodes instead of listing them (sources below); nodes "
+                            "switched on during the run join it (default: off)")
+        p.add_argument("--rediscover", type=float, default=30.0, metavar="SECONDS",
+                       help="with --discover: look again this often (0: never; default 30)")
+    p.add_argument("--cidr", action="append", default=[], metavar="RANGE",
+                   help="scan this range too, e.g. 192.168.1.0/24 (repeat; default: none)")
+    p.add_argument("--host", dest="hosts", action="append", default=[], metavar="HOST",
+                   help="ask this host too: name (every DNS address), IP or host:port (repeat; "
+                        "default: none)")
+    p.add_argument("--port", dest="ports", action="append", type=int, default=[],
+                   metavar="PORT", help="ports to ask (repeat; default 11434 and 8080)")
+    p.add_argument("--no-env", dest="env", action="store_false",
+                   help="ignore SOLLOL_NODES and OLLAMA_HOST (default: read them)")
+    p.add_argument("--no-local", dest="local", action="store_false",
+                   help="do not ask this host's well-known ports (default: ask them)")
+    p.add_argument("--digest", help="keep only this build of the model, a digest prefix (default: the "
+                        "digest most servers have)")
+    p.add_argument("--timeout", type=float, default=3.0,
+                   help="seconds an address gets to answer (default 3)")
+
+
+def _discovery_spec(args):
+    from .discovery import WELL_KNOWN_PORTS, DiscoverySpec
+
+    return DiscoverySpec(env=args.env, local=args.local, ports=tuple(args.ports) or
+                         WELL_KNOWN_PORTS, cidr=tuple(args.cidr), hosts=tuple(args.hosts),
+                         digest=args.digest, timeout=args.timeout,
+                         connect_timeout=min(1.0, args.timeout))
+
+
+def _run_discover(args) -> int:
+    from .cluster._discover import discover
+
+    spec = _discovery_spec(args)
+    if args.scheduler:
+        from distributed import Client
+
+        with Client(args.scheduler, timeout="10s") as client:
+            found = discover(args.model, spec=spec, client=client)
+    else:
+        found = discover(args.model, spec=dataclasses.replace(spec, workers=False))
+    print(found)
+    return 0 if (found.kept if args.model else found.servers) else 3
 
 
 # -- status ----------------------------------------------------------------------------

@@ -50,7 +50,7 @@ FLAGS_WITHOUT_DEFAULT = {"-h", "-v", "--model", "--overwrite", "--no-progress", 
 def test_every_embedder_option_has_a_flag_with_help_and_default(capsys):
     flags = {opt for action in embed_parser()._actions for opt in action.option_strings}
     keywords = set(inspect.signature(sd.Embedder.__init__).parameters) - {"self", "nodes"}
-    spelled = {"verify": "--ca-bundle", "options": "--option"}
+    spelled = {"verify": "--ca-bundle", "options": "--option", "discovery": "--discover"}
     missing = {k for k in keywords if spelled.get(k, "--" + k.replace("_", "-")) not in flags}
     assert not missing
     for action in embed_parser()._actions:

@@ -22,7 +22,7 @@ def test_the_shipped_yaml_holds_the_dataclass_defaults_under_kebab_case_keys():
     with open(DEFAULTS_FILE) as f:
         shipped = yaml.safe_load(f)["sollol-dask"]
     defaults = {f.name: f.default for f in dataclasses.fields(RouterSettings)
-                if f.name not in ("nodes", "opts")}
+                if f.name not in ("nodes", "opts", "fleet")}  # fleet: set by discovery
     defaults.update({f.name: f.default for f in dataclasses.fields(EmbedOptions)
                      if f.name != "model"})
     assert shipped == {k.replace("_", "-"): v for k, v in defaults.items()}

@@ -77,8 +77,8 @@ def test_policy_is_pure(name):
     assert not upward, f"{name} imports layers above policy: {upward}"
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES
-                                        if within(n, "engine") or within(n, "backends")))
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if within(n, "engine")
+                                        or within(n, "backends") or within(n, "discovery")))
 def test_engine_and_backends_know_nothing_of_dask(name):
     assert not {i for i in IMPORTS[name] if top(i) in DASK}, IMPORTS[name]
     assert not {i for i in IMPORTS[name] if within(i, "cluster") or within(i, "dashboard")}

@@ -21,6 +21,7 @@ from tornado.ioloop import PeriodicCallback
 from ..engine._router import Router
 from .._settings import RouterSettings
 from ._broker import BROKER_NAME, BrokerSlots, SlotBroker
+from ._membership import MEMBERS_NAME, MembershipRegistry, read_members
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _local_lock = threading.Lock()
 
 
 def plugin_name(settings: RouterSettings) -> str:
-    return f"sollol-dask-{settings.fingerprint()}"
+    return f"sollol-dask-{settings.identity()}"
 
 
 class RouterPlugin(WorkerPlugin):
@@ -58,6 +59,10 @@ class RouterPlugin(WorkerPlugin):
         self._last_sent = None
         self._reporter = PeriodicCallback(lambda: self._report(worker), REPORT_MS)
         self._reporter.start()
+        self._members = None
+        if self.settings.fleet:  # a fleet nodes may join during a run: follow its list
+            self._members = PeriodicCallback(lambda: self._follow_members(worker), REPORT_MS)
+            self._members.start()
         logger.info("sollol-dask router %s ready on %s", self.name, worker.address)
 
     def _report(self, worker) -> None:
@@ -73,7 +78,26 @@ class RouterPlugin(WorkerPlugin):
         worker.log_event(METRICS_TOPIC, {"worker": worker.address, "config": self.name,
                                          "nodes": nodes})
 
+    async def _follow_members(self, worker) -> None:
+        """Let nodes that joined the fleet on the cluster join this worker's router."""
+        router = self.router
+        if router is None:
+            return
+        try:
+            members = await read_members(worker, self.name)
+        except Exception as err:  # the scheduler is busy or gone: the next round asks again
+            logger.debug("could not read the fleet's members: %s", err)
+            return
+        new = [n for n in members if n.name not in router.fleet.nodes]
+        if new:
+            loop = asyncio.get_running_loop()
+            joined = await loop.run_in_executor(None, router.add_nodes, new)
+            if joined:
+                logger.info("nodes joined the fleet on %s: %s", worker.address, ", ".join(joined))
+
     def teardown(self, worker) -> None:
+        if getattr(self, "_members", None) is not None:
+            self._members.stop()
         if getattr(self, "_reporter", None) is not None:
             self._reporter.stop()
             self._report(worker)
@@ -135,6 +159,8 @@ def register(client, settings: RouterSettings) -> str:
     """Install the slot broker and this configuration's worker plugin on the cluster
     (each a no-op if already there). The facade adds the dashboard's monitor."""
     client.register_plugin(SlotBroker(), name=BROKER_NAME)
+    if settings.fleet:
+        client.register_plugin(MembershipRegistry(), name=MEMBERS_NAME)
     name = plugin_name(settings)
     client.register_plugin(RouterPlugin(settings), name=name)
     return name

@@ -115,6 +115,32 @@ class Fleet:
             self.balancer.probe_result(name, True)
         self.slots.wake()
 
+    # -- nodes joining during a run -----------------------------------------------------
+
+    def add(self, node: Node, endpoint: Endpoint, cap: int) -> bool:
+        """A node found during the run (discovery): no work until ``join`` checked it
+        (model, digest, dimension; warmed if cold). False if it is known already."""
+        if node.name in self.nodes:
+            return False
+        self.nodes[node.name] = node
+        self.endpoints[node.name] = endpoint
+        self.balancer.add_node(node.name, cap, node.weight)
+        if self.reference is not None or self._ready is not None:
+            self.balancer.checking(node.name)
+            self._tasks.spawn(self.join(node.name), f"check of joining node {node.name}")
+        return True
+
+    async def join(self, name: str) -> None:
+        """Check a joining node against the run's reference, then let it take work."""
+        try:
+            await self.ready()
+        except Exception:  # the fleet check failed: it runs again, with this node in it
+            return
+        if name in self.infos:  # the fleet check that just ran included it
+            return
+        logger.info("node %s joined; checking it", name)
+        await self.reprobe(name)
+
     # -- nodes leaving -------------------------------------------------------------------
 
     def no_node_error(self) -> NoNodeAvailableError:

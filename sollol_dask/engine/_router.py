@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import numpy as np
 
 from .._exceptions import FleetWarning, SollolError
+from .._node import Node
 from .._settings import RouterSettings
 from ..backends import BACKENDS
 from ..policy._balancer import SlotBalancer
@@ -63,6 +64,7 @@ class Router:
             quarantine_after=settings.quarantine_after,
         )
         self.slots = (slots or LocalSlots)(self.balancer)
+        self._open_pool = open_pool
         self.endpoints = {
             n.name: Endpoint(n, settings, self._connections_for(n.name), open_pool)
             for n in settings.nodes}
@@ -99,6 +101,25 @@ class Router:
     def node_rows(self) -> list[NodeRow]:
         return snapshot(self.balancer, self.fleet.nodes, self.fleet.infos,
                         self.settings.opts.model)
+
+    def add_nodes(self, nodes: Sequence[Node]) -> list[str]:
+        """Let ``nodes`` join (from any thread): each is checked (model, digest,
+        dimension, warm-up) and then takes work; nodes already known are left as they
+        are, with their measured speeds. Returns the names that joined."""
+        return self._thread().run(self._add_nodes(list(nodes)))
+
+    async def _add_nodes(self, nodes: list[Node]) -> list[str]:
+        joined = []
+        for node in nodes:
+            if node.name in self.fleet.nodes:
+                continue
+            endpoint = Endpoint(node, self.settings, self._connections_for(node.name),
+                                self._open_pool)
+            cap = node.max_inflight or BACKENDS[node.api].default_max_inflight
+            if self.fleet.add(node, endpoint, cap):
+                joined.append(node.name)
+        self.slots.wake()
+        return joined
 
     def close(self) -> None:
         with self._start_lock:

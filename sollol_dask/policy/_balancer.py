@@ -325,6 +325,12 @@ class SlotBalancer:
         s.retry_at = self.clock() + min(self.max_backoff, self.backoff * 2 ** s.ejections)
         s.ejections += 1
 
+    def checking(self, name: str) -> None:
+        """A node that joined during a run: no work until its check admits it."""
+        s = self.nodes[name]
+        if s.health not in _OUT:
+            s.health, s.reason = Health.PROBING, "joined; being checked"
+
     def warming(self, name: str) -> None:
         s = self.nodes[name]
         if s.health not in _OUT:

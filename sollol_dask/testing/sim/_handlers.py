@@ -79,7 +79,7 @@ class Tags(_Base):
         n = self.node
         names = [n.model if ":" in n.model else n.model + ":latest", *n.extra_models]
         self.reply({"models": [
-            {"name": name, "model": name, "modified_at": "2026-11-01T00:00:00Z",
+            {"name": name, "model": name, "modified_at": n.modified_at,
              "size": 274302450, "digest": n.digest,
              "details": {"format": "gguf", "family": "nomic-bert", "families": ["nomic-bert"],
                          "parameter_size": "137M", "quantization_level": "F16"}}

@@ -118,7 +118,8 @@ class SimNode:
                  dimension: int = 768, host: str = "127.0.0.1", port: int = 0,
                  digest_variant: str = "", faults: Faults | None = None,
                  extra_models: tuple[str, ...] = (), max_queue: int = 512,
-                 ssl_context=None, **profile_changes) -> None:
+                 ssl_context=None, also_on: tuple[str, ...] = (),
+                 **profile_changes) -> None:
         base = PROFILES[profile] if isinstance(profile, str) else profile
         self.profile = base.replace(**profile_changes) if profile_changes else base
         self.model = model
@@ -129,6 +130,12 @@ class SimNode:
         self.extra_models = extra_models
         self.faults = faults or Faults()
         self.ssl_context = ssl_context  # serve https:// (tests of TLS verification)
+        # More addresses this one server listens on, at the same port (as a server bound
+        # to 0.0.0.0 is reached on each of the host's addresses).
+        self.also_on = tuple(also_on)
+        # When its models were pulled, as /api/tags tells: one machine's own (Ollama
+        # reports its manifest files' times), so two servers' answers differ.
+        self.modified_at = _pulled_at()
         self.counters = Counters()
         self._slots = [0.0] * self.profile.slots  # loop time each slot is busy until
         self._loaded_until: float | None = None  # None: model not loaded yet
@@ -169,6 +176,8 @@ class SimNode:
         app = tornado.web.Application(_routes(self))
         sockets = tornado.netutil.bind_sockets(self.port, self.host, family=socket.AF_INET)
         self.port = sockets[0].getsockname()[1]
+        for host in self.also_on:
+            sockets += tornado.netutil.bind_sockets(self.port, host, family=socket.AF_INET)
         self._server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60,
                                                      ssl_options=self.ssl_context)
         self._server.add_sockets(sockets)
@@ -261,3 +270,13 @@ class SimNode:
 
 def _routes(node: SimNode) -> list:
     return [(path, handler, {"node": node}) for path, handler in ROUTES]
+
+
+_pulls = iter(range(1, 1 << 62))
+
+
+def _pulled_at() -> str:
+    """A distinct pull time per sim (nanoseconds, as Ollama's RFC 3339 times carry)."""
+    now = time.time_ns() + next(_pulls)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now // 10**9)) + \
+        f".{now % 10**9:09d}Z"
