@@ -13,6 +13,7 @@ from distributed.metrics import context_meter
 
 from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
 from ._plugin import router_for
+from ._progress import TaskRows
 from .._settings import RouterSettings
 
 
@@ -49,6 +50,10 @@ def sollol_embed_bag_partition(items, settings, dim, on_invalid, partition_info=
     return [row.copy() if ok else None for row, ok in zip(part.matrix, part.valid)]
 
 
-def embed_chunk(settings: RouterSettings, texts: list[str], offset: int) -> np.ndarray:
-    """One slice of a large ``Embedder.embed`` list, on a worker (labels stay global)."""
-    return router_for(settings).embed(texts, row_ids=range(offset, offset + len(texts)))
+def embed_chunk(settings: RouterSettings, texts: list[str], offset: int,
+                progress_topic: str | None = None) -> np.ndarray:
+    """One slice of a large ``Embedder.embed`` list, on a worker (labels stay global);
+    with ``progress_topic``, its rows done go to the waiting client as they come."""
+    on_rows = TaskRows(progress_topic, offset) if progress_topic else None
+    return router_for(settings).embed(texts, row_ids=range(offset, offset + len(texts)),
+                                      on_rows=on_rows)
