@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import warnings
 
 from . import __version__
 from ._exceptions import SollolError
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _one_line_warnings()
     try:
         return args.run(args)
     except SollolError as err:
@@ -34,6 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sollol-dask: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warnings() -> None:
+    """Our warnings (a node left out, TLS off) as one line each, like our errors; the
+    source line Python would add says nothing to a command-line user."""
+    from ._exceptions import FleetWarning, InsecureTLSWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (FleetWarning, InsecureTLSWarning)):
+            print(f"sollol-dask: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 # -- embed -----------------------------------------------------------------------------

@@ -49,6 +49,9 @@ class FleetStatus:
                          f"{r['rate']:>8.1f} {r['texts']:>9} {p50:>7} {p95:>7} {errors}")
         return "\n".join(lines)
 
+    def __repr__(self) -> str:  # a REPL shows the table, not an object address
+        return str(self)
+
     def _repr_html_(self) -> str:
         title = f"<b>sollol-dask fleet</b> ({self.source})"
         if not self.nodes:
