@@ -28,7 +28,7 @@ class EmbedReport:
     # None when the run's own LocalCluster is gone: a link to it would be dead.
     dashboard: str | None = None
     parts_recomputed: int = 0  # existed but failed verification (truncated, damaged, foreign)
-    # node -> {"state", "reason", "errors": {kind: count}} at the end of the run
+    # node -> {"state", "reason", "errors": {kind: count}, "overtaken"} at the run's end
     node_states: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     @property
@@ -41,12 +41,16 @@ class EmbedReport:
         if not info:
             return ""
         state, reason = info.get("state", "up"), info.get("reason", "")
-        errors = ", ".join(f"{count} {kind}" for kind, count in sorted(
-            info.get("errors", {}).items()) if count)
+        troubles = [f"{count} {kind} errors" for kind, count in sorted(
+            info.get("errors", {}).items()) if count]
+        if info.get("overtaken"):
+            troubles.append(f"{info['overtaken']} batches finished first elsewhere "
+                            "(slow or hung)")
+        detail = "; ".join(troubles)
         if state != "up":
             note = f"{state}: {reason}" if reason else state
-            return f"{note} ({errors} errors)" if errors and state != "excluded" else note
-        return f"errors: {errors}" if errors else ""
+            return f"{note} ({detail})" if detail and state != "excluded" else note
+        return detail
 
     def _summary(self) -> list[tuple[str, str]]:
         rows = (f"{self.rows} in corpus; {self.rows_written} written now, {self.embedded} "
@@ -99,7 +103,9 @@ def merge_node_states(snapshots: list[list[dict]]) -> dict[str, dict]:
     merged: dict[str, dict] = {}
     for rows in snapshots:
         for row in rows:
-            info = merged.setdefault(row["node"], {"state": "up", "reason": "", "errors": {}})
+            info = merged.setdefault(row["node"], {"state": "up", "reason": "", "errors": {},
+                                                   "overtaken": 0})
+            info["overtaken"] += row.get("overtaken", 0)
             state = row.get("state", "up")
             rank = STATE_ORDER.index(state) if state in STATE_ORDER else len(STATE_ORDER)
             if rank < STATE_ORDER.index(info["state"]):

@@ -216,7 +216,7 @@ def _fleet_rows(client, settings: RouterSettings) -> list[list[dict]]:
 def _worker_rows(settings: RouterSettings, dask_worker=None) -> list[dict]:
     router = existing_router(settings, dask_worker)
     return [] if router is None else [
-        {k: s[k] for k in ("node", "state", "reason", "texts", "errors")}
+        {k: s[k] for k in ("node", "state", "reason", "texts", "errors", "overtaken")}
         for s in router.snapshot()]
 
 
@@ -239,4 +239,5 @@ def _node_states(after: list[list[dict]], before: list[list[dict]]) -> dict[str,
             errors = states[node]["errors"]
             for kind, count in info["errors"].items():
                 errors[kind] = errors.get(kind, 0) - count
+            states[node]["overtaken"] -= info["overtaken"]
     return states

@@ -80,7 +80,11 @@ class JobRunner:
                 done, lanes = await asyncio.wait(lanes | {finished},
                                                  return_when=asyncio.FIRST_COMPLETED)
                 lanes.discard(finished)
-                for lane in done - {finished}:
+                ended = done - {finished}
+                for lane in ended:  # each one's error is read, so none is "never retrieved"
+                    if not lane.cancelled():
+                        lane.exception()
+                for lane in ended:
                     lane.result()
                 if not lanes and not finished.done():
                     raise SollolError(f"internal error: {job.untaken} rows were never sent")
@@ -173,8 +177,9 @@ class JobRunner:
         batch.running.pop(name, None)
         self.slots.release(grant, Outcome(texts=batch.size, seconds=self.clock() - started))
         if job.store(batch, vectors):
-            for task, _ in batch.running.values():
+            for loser, (task, _) in batch.running.items():
                 task.cancel()  # the slower copy loses
+                self.balancer.overtaken(loser)
         return True
 
     async def _after_failure(self, job: Job, batch: Batch, name: str,

@@ -29,6 +29,7 @@ class NodeRow:
     latency_sum: float
     size: int | None  # bytes of the loaded model (Ollama /api/ps)
     size_vram: int | None
+    overtaken: int = 0  # batches a copy elsewhere finished first (slow or hung node)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -46,5 +47,5 @@ def snapshot(balancer: SlotBalancer, nodes: dict[str, Node], infos: dict[str, No
             max_inflight_seen=s.max_inflight_seen, requests=s.requests, texts=s.texts,
             errors=dict(s.errors), speed=s.speed, latency_counts=list(s.latency_counts),
             latency_sum=s.latency_sum, size=info.size if info else None,
-            size_vram=info.size_vram if info else None))
+            size_vram=info.size_vram if info else None, overtaken=s.overtaken))
     return rows
