@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import uuid
 import warnings
 import weakref
 from collections.abc import Iterable, Sequence
@@ -14,13 +15,15 @@ import numpy as np
 from distributed.client import FutureCancelledError, FuturesCancelledError
 from distributed.comm import CommClosedError
 
-from .cluster import _collections, _discover, _membership, _ownership, _parquet, _plan, _plugin
+from .cluster import (_collections, _discover, _membership, _ownership, _parquet, _plan,
+                      _plugin, _progress)
 from .cluster._clients import current_client
 from ._exceptions import ConfigurationError, SollolError
 from .discovery import DiscoverySpec
 from .policy._identity import Reference
 from ._config import resolve_settings
 from ._node import Node
+from ._progress import RowProgress
 from ._report import EmbedReport
 from .engine._router import Router
 from ._exceptions import InsecureTLSWarning
@@ -151,11 +154,12 @@ class Embedder:
         """This process's router (built on first use)."""
         return self._holder.get()
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """Vectors for ``texts``: float32 ``(len(texts), dim)``, rows in input order.
 
         Batched, spread over every node with a free slot, identical texts sent once,
-        failed batches retried on other nodes; every vector is checked.
+        failed batches retried on other nodes; every vector is checked. ``progress``:
+        show rows done, rate and ETA (a Jupyter widget, or a bar on stderr).
         """
         if isinstance(texts, str):
             raise TypeError("embed() takes a list of texts; wrap a single text as [text]")
@@ -163,12 +167,21 @@ class Embedder:
         texts = list(texts)
         client = current_client() if len(texts) > DISTRIBUTE_ABOVE else None
         if client is None:
-            return self.router.embed(texts)
+            if not progress:
+                return self.router.embed(texts)
+            with RowProgress(len(texts)) as shown:
+                return self.router.embed(texts, on_rows=shown.advance, tick=shown.refresh)
         self.register(client)
         chunks = [texts[i:i + CHUNK] for i in range(0, len(texts), CHUNK)]
+        token = uuid.uuid4().hex[:8]
+        topic = _progress.rows_topic(token) if progress else None
         job = _collections.embed_job(len(texts), len(chunks))  # listed on the /sollol page
         futures = client.map(_collections.embed_chunk, [self.settings] * len(chunks), chunks,
-                             range(0, len(texts), CHUNK), job=job, pure=False)
+                             range(0, len(texts), CHUNK), job=job, progress_topic=topic,
+                             key=[f"sollol-embed-chunk-{token}-{i}" for i in range(len(chunks))],
+                             pure=False)
+        _progress.wait_for(client, futures, range(0, len(texts), CHUNK),
+                           [len(c) for c in chunks], topic=topic, total=len(texts))
         return np.concatenate(client.gather(futures))
 
     # -- Dask ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 
 from . import __version__
 from ._cli._embed_args import (CONNECT_TIMEOUT, add_embed_arguments, embed_parquet_kwargs,
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a usage error exits 2 here
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _one_line_warnings()
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -119,6 +121,22 @@ async def _scheduler_identity(address: str, timeout: float) -> dict:
         return await conn.identity()
     finally:
         await conn.close_rpc()
+
+
+def _one_line_warnings() -> None:
+    """Our warnings (a node left out, TLS off) as one line each, like our errors; the
+    source line Python would add says nothing to a command-line user."""
+    from ._exceptions import FleetWarning, InsecureTLSWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (FleetWarning, InsecureTLSWarning)):
+            print(f"sollol-dask: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 # -- embed -----------------------------------------------------------------------------

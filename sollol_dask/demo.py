@@ -35,9 +35,12 @@ def write_corpus(path: Path, rows: int, files: int = 4) -> None:
             path / f"corpus-{f}.parquet", row_group_size=1000, index=False)
 
 
-def run_demo(rows: int = 6000) -> None:
+def run_demo(rows: int = 6000) -> Path:
+    """Run the demo; returns the output directory, which is kept (the report names it)
+    for you to read back, while the generated corpus is deleted."""
+    out = Path(tempfile.mkdtemp(prefix="sollol-demo-output-")) / "embedded"
     with tempfile.TemporaryDirectory(prefix="sollol-demo-") as tmp:
-        corpus, out = Path(tmp) / "corpus", Path(tmp) / "embedded"
+        corpus = Path(tmp) / "corpus"
         write_corpus(corpus, rows)
         texts = sample_texts(rows)
         nodes = [SimProcess(profile) for profile in FLEET]
@@ -52,12 +55,15 @@ def run_demo(rows: int = 6000) -> None:
                 with Embedder([n.url for n in nodes], model="nomic-embed-text") as emb:
                     report = emb.embed_parquet(corpus, out, column="text", rows_per_part=1000,
                                                progress=True)
+            report.dashboard = None  # the demo's cluster is closed: no dead link
             print()
             print(report)
             print(f"fleet capacity {capacity:.0f} embeddings/s -> {report.rate / capacity:.0%} "
                   "used (model cold loads and Dask start-up included)")
             back = pd.read_parquet(out)
             print(f"read back with pandas: {len(back)} rows, columns {list(back.columns)}")
+            print(f"the output is kept in {out} (delete it when done)")
         finally:
             for node in nodes:
                 node.stop()
+    return out

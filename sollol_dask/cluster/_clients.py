@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 
 from distributed import Client, LocalCluster, default_client
 
@@ -33,7 +35,24 @@ def client_for_run(client: Client | str | None = None):
         return
     workers = max(1, min(4, os.cpu_count() or 1))
     logger.info("no Dask client: starting a LocalCluster with %d worker processes", workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=2, processes=True,
-                      dashboard_address="127.0.0.1:0", host="127.0.0.1") as cluster, \
-            Client(cluster) as local:
+    with _workers_ignore_ctrl_c():
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=2, processes=True,
+                               dashboard_address="127.0.0.1:0", host="127.0.0.1")
+    with cluster, Client(cluster) as local:
         yield local
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """Start worker processes with SIGINT ignored (inherited through exec). Ctrl-C in a
+    terminal reaches the whole process group: the workers would each die printing
+    tracebacks while this process, which got the same KeyboardInterrupt, already stops
+    the run and closes them in order. Only from the main thread (signals live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

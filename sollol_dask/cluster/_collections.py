@@ -17,6 +17,7 @@ from distributed.metrics import context_meter
 
 from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
 from ._plugin import new_job, report_part, router_for, task_partition
+from ._progress import TaskRows
 from .._settings import RouterSettings
 
 
@@ -106,10 +107,14 @@ def sollol_embed_bag_partition(items, settings, dim, on_invalid, job=None) -> li
 
 
 def embed_chunk(settings: RouterSettings, texts: list[str], offset: int,
-                job: dict | None = None) -> np.ndarray:
-    """One slice of a large ``Embedder.embed`` list, on a worker (labels stay global)."""
+                job: dict | None = None,
+                progress_topic: str | None = None) -> np.ndarray:
+    """One slice of a large ``Embedder.embed`` list, on a worker (labels stay global);
+    with ``progress_topic``, its rows done go to the waiting client as they come."""
     started = time.perf_counter()
-    vectors = router_for(settings).embed(texts, row_ids=range(offset, offset + len(texts)))
+    on_rows = TaskRows(progress_topic, offset) if progress_topic else None
+    vectors = router_for(settings).embed(texts, row_ids=range(offset, offset + len(texts)),
+                                         on_rows=on_rows)
     report_part(job, offset, len(texts), time.perf_counter() - started)
     return vectors
 

@@ -18,14 +18,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import distributed
 import fsspec
 from distributed import get_worker
 from distributed.metrics import context_meter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._clients import client_for_run
+from ._clients import client_for_run, current_client
 from .._exceptions import InputError, OutputError
 from ._fingerprint import UnreadableParquet, chunk_digest, footer_digest
 from ..policy._identity import Reference
@@ -34,7 +33,8 @@ from ._ownership import RunLock, check_disjoint
 from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
 from ._plan import PartSpec, list_inputs, plan_parts
 from ._plugin import JOBS_TOPIC, existing_router, register, router_for
-from .._report import EmbedReport
+from ._progress import TaskRows, rows_topic, wait_for
+from .._report import EmbedReport, merge_node_states
 from ._resume import METADATA_KEY, prepare_output
 from .._settings import RouterSettings
 
@@ -76,9 +76,10 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
             raise OutputError(f"cannot prepare {dst} for the run: {exc}. Fix its permissions, "
                               "then rerun") from exc
         try:
-            results, failures, per_node, dashboard = _compute(
+            done_before = sum(p.rows for p in parts) - sum(p.rows for p in prepared.todo)
+            results, failures, per_node, nodes, dashboard = _compute(
                 prepared.todo, inputs, settings, reference, identity, str(dst), out_path, token,
-                client, progress, install)
+                client, progress, install, done_before)
         finally:  # also on failure or Ctrl-C: what was committed is kept in the manifest
             fold_records(out_fs, out_path, manifest,
                          {**prepared.committed, **read_records(out_fs, out_path)}, token)
@@ -98,38 +99,44 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         invalid_rows=sum(r["invalid_rows"] for r in results),
         parts_written=len(results), parts_skipped=skipped,
         seconds=time.perf_counter() - started, per_node=per_node, dashboard=dashboard,
-        parts_recomputed=len(prepared.recomputed),
+        parts_recomputed=len(prepared.recomputed), node_states=nodes,
     )
 
 
 def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
              reference: Reference, identity: dict, output: str, out_path: str, token: str,
              client, progress: bool, install: Callable[[Any], object] | None = None,
-             ) -> tuple[list[dict], list, dict[str, int], str | None]:
-    """Run one task per part on the cluster: (results, failures, texts per node, dashboard)."""
+             done_before: int = 0,
+             ) -> tuple[list[dict], list, dict[str, int], dict[str, dict], str | None]:
+    """Run one task per part on the cluster: (results, failures, texts per node, node
+    states, dashboard).
+    ``done_before``: rows of the parts kept from earlier runs (where progress starts)."""
     footers = {i["path"]: i["footer_sha256"] for i in inputs}
     schema_meta = json.dumps({k: identity[k] for k in ("model", "digest", "dimension",
                                                        "normalized")}).encode()
     results: list[dict] = []
     failures: list = []
+    own_cluster = client is None and current_client() is None
     with client_for_run(client) as run_client:
         if install is not None:
             install(run_client)
         else:
             register(run_client, settings)
-        before = _node_texts(run_client, settings)
+        before = _fleet_rows(run_client, settings)
         run_client.log_event(JOBS_TOPIC, {"kind": "start", "job": token, "output": output,
                                           "rows": sum(p.rows for p in todo), "parts": len(todo)})
+        topic = rows_topic(token) if progress else None
         futures = run_client.map(
             _write_part, todo, [footers[p.file] for p in todo],
             key=[f"sollol-embed-part-{token}-{p.index}" for p in todo],
             settings=settings, out_path=out_path, column=identity["column"],
             output_column=identity["output_column"], dim=reference.dimension,
-            schema_meta=schema_meta, on_invalid=identity["on_invalid"], job=token, pure=False)
+            schema_meta=schema_meta, on_invalid=identity["on_invalid"], job=token,
+            progress_topic=topic, pure=False)
         try:
-            if progress:
-                distributed.progress(futures)
-            distributed.wait(futures)
+            wait_for(run_client, futures, [p.index for p in todo], [p.rows for p in todo],
+                     topic=topic, total=done_before + sum(p.rows for p in todo),
+                     initial=done_before)
         except BaseException:
             run_client.cancel(futures)  # parts already renamed into place stay
             raise
@@ -138,14 +145,17 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
                 results.append(future.result())
             else:
                 failures.append((spec, future.exception()))
-        per_node = _diff(_node_texts(run_client, settings), before)
-        dashboard = getattr(run_client, "dashboard_link", None)
-    return results, failures, per_node, dashboard
+        after = _fleet_rows(run_client, settings)
+        per_node = _diff(_node_texts(after), _node_texts(before))
+        nodes = _node_states(after, before)
+        # A LocalCluster started for the run is gone when the report is read: no link.
+        dashboard = None if own_cluster else getattr(run_client, "dashboard_link", None)
+    return results, failures, per_node, nodes, dashboard
 
 
 def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings, out_path: str,
                 column: str, output_column: str, dim: int, schema_meta: bytes, on_invalid: str,
-                job: str) -> dict:
+                job: str, progress_topic: str | None = None) -> dict:
     in_fs, in_path = fsspec.core.url_to_fs(spec.file)
     with context_meter.meter("sollol-read"), in_fs.open(in_path, "rb") as handle:
         try:
@@ -165,7 +175,8 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
     with context_meter.meter("sollol-embed"):  # waiting on the nodes, parsing, checking
         part = embed_values(router_for(settings), table.column(column).to_pylist(), labels,
                             dim, partition=f"{spec.name} ({spec.file}, rows {spec.file_row}..)",
-                            on_invalid=on_invalid)
+                            on_invalid=on_invalid,
+                            on_rows=TaskRows(progress_topic, spec.index) if progress_topic else None)
     table = table.append_column(pa.field(output_column, vector_type(dim)), arrow_vectors(part))
     metadata = dict(table.schema.metadata or {})
     metadata[METADATA_KEY] = schema_meta
@@ -197,18 +208,36 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
             "null_rows": part.null_rows, "invalid_rows": part.invalid_rows}
 
 
-def _node_texts(client, settings: RouterSettings) -> Counter:
-    """Texts embedded per node so far, summed over every worker's router."""
-    totals: Counter = Counter()
-    for stats in client.run(_worker_node_texts, settings).values():
-        totals.update(stats)
-    return totals
+def _fleet_rows(client, settings: RouterSettings) -> list[list[dict]]:
+    """Every worker router's per-node snapshot (state, reason, texts, errors so far)."""
+    return list(client.run(_worker_rows, settings).values())
 
 
-def _worker_node_texts(settings: RouterSettings, dask_worker=None) -> dict[str, int]:
+def _worker_rows(settings: RouterSettings, dask_worker=None) -> list[dict]:
     router = existing_router(settings, dask_worker)
-    return {} if router is None else {s["node"]: s["texts"] for s in router.snapshot()}
+    return [] if router is None else [
+        {k: s[k] for k in ("node", "state", "reason", "texts", "errors", "overtaken")}
+        for s in router.snapshot()]
+
+
+def _node_texts(snapshots: list[list[dict]]) -> Counter:
+    totals: Counter = Counter()
+    for rows in snapshots:
+        totals.update({row["node"]: row["texts"] for row in rows})
+    return totals
 
 
 def _diff(after: Counter, before: Counter) -> dict[str, int]:
     return {node: after[node] - before.get(node, 0) for node in after}
+
+
+def _node_states(after: list[list[dict]], before: list[list[dict]]) -> dict[str, dict]:
+    """Each node's state at the end of the run, with only this run's errors counted."""
+    states = merge_node_states(after)
+    for node, info in merge_node_states(before).items():
+        if node in states:
+            errors = states[node]["errors"]
+            for kind, count in info["errors"].items():
+                errors[kind] = errors.get(kind, 0) - count
+            states[node]["overtaken"] -= info["overtaken"]
+    return states

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,11 +30,13 @@ def check_on_invalid(on_invalid: str) -> None:
 
 
 def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *,
-                 partition: object = None, on_invalid: str = "raise") -> PartitionVectors:
+                 partition: object = None, on_invalid: str = "raise",
+                 on_rows: Callable[[int], None] | None = None) -> PartitionVectors:
     """Embed the text values; None, NaN, "" and whitespace-only become null vectors.
 
     A value that is neither text nor missing raises ``InputError`` naming the partition
     and row, unless ``on_invalid="null"`` (then it is a null vector, counted).
+    ``on_rows(n)``: n more rows are done (null rows at once, texts as batches return).
     """
     valid = np.zeros(len(values), dtype=bool)
     texts: list[str] = []
@@ -61,8 +63,10 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
                 row=labels[i], partition=partition,
             )
     matrix = np.zeros((len(values), dim), np.float32)
+    if on_rows is not None and nulls + invalid:
+        on_rows(nulls + invalid)
     if texts:
-        matrix[valid] = router.embed(texts, row_ids=text_labels)
+        matrix[valid] = router.embed(texts, row_ids=text_labels, on_rows=on_rows)
     return PartitionVectors(matrix, valid, nulls, invalid)
 
 

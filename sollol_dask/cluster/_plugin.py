@@ -55,7 +55,8 @@ class RouterPlugin(WorkerPlugin):
 
             def slots(balancer):
                 return BrokerSlots(balancer, call, worker.address)
-        self.router = Router(self.settings, slots=slots)
+        self.router = Router(self.settings, slots=slots, announce=False)
+        _quiet_reported_failures()
         self._last_sent = None
         self._reporter = PeriodicCallback(lambda: self._report(worker), REPORT_MS)
         self._reporter.start()
@@ -139,6 +140,36 @@ def task_partition() -> int | None:
         if isinstance(key, tuple) and len(key) > 1 and isinstance(key[-1], int):
             return key[-1]
     return None
+
+
+class _DropReportedTaskFailures(logging.Filter):
+    """distributed's worker logs every failed task as an ERROR with a traceback
+    ("Compute Failed ..."), and each task cancelled by a closing worker (the run was
+    stopped) as a WARNING. For this project's tasks the client reports the failure in one
+    line naming the part and what to do, or says "interrupted": here they go to DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if msg.startswith("Compute Failed") and record.args and \
+                str(record.args[0]).startswith(OUR_TASKS):
+            logger.debug("task %s failed (reported to the client): %s", record.args[0],
+                         record.args[3] if len(record.args) > 3 else "")
+            return False
+        if msg.startswith("Async instruction for") and "ended with CancelledError" in msg \
+                and any(f"execute('{prefix}" in msg for prefix in OUR_TASKS):
+            logger.debug("%s", msg)
+            return False
+        return True
+
+
+OUR_TASKS = ("sollol-embed-part-", "sollol-embed-chunk-")  # keys of tasks the client reports
+
+
+def _quiet_reported_failures() -> None:
+    for name in ("distributed.worker", "distributed.worker.state_machine"):
+        worker_logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropReportedTaskFailures) for f in worker_logger.filters):
+            worker_logger.addFilter(_DropReportedTaskFailures())
 
 
 def _scheduler_call(worker):

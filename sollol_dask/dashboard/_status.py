@@ -41,6 +41,9 @@ class FleetStatus:
         lines += _columns([list(COLUMNS)] + [_cells(r) for r in self.nodes])
         return "\n".join(lines)
 
+    def __repr__(self) -> str:  # a REPL shows the table, not an object address
+        return str(self)
+
     def _repr_html_(self) -> str:
         title = f"<b>sollol-dask fleet</b> ({self.source})"
         if not self.nodes:

@@ -6,8 +6,11 @@ excludes unfit ones for good, and supervises the rest: ejected and quarantined n
 are re-probed when due and restored when they answer. The balancer (``policy``) holds
 each node's state; this object does the I/O around it through the endpoints.
 
-Exclusions are logged at once and their warnings kept for the caller's thread
-(``take_warnings``): a warning raised on the event-loop thread reaches no caller.
+Exclusions are logged (INFO) at once and, when the fleet ``announce``s, their warnings
+kept for the caller's thread (``take_warnings``): a warning raised on the event-loop
+thread reaches no caller. Routers on Dask workers do not announce: the client's router
+warns once per run, and the run's report names each node's state and reason, instead of
+every worker repeating the same line.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ class Fleet:
     def __init__(self, settings: RouterSettings, balancer: SlotBalancer,
                  endpoints: dict[str, Endpoint], slots: SlotSource, tasks: BackgroundTasks, *,
                  clock: Callable[[], float],
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 announce: bool = True) -> None:
         self.settings = settings
+        self.announce = announce  # warn the caller (False on workers: the client does)
         self.nodes: dict[str, Node] = {n.name: n for n in settings.nodes}
         self.balancer = balancer
         self.endpoints = endpoints
@@ -156,8 +161,9 @@ class Fleet:
         """``name`` cannot serve this run (other model, digest, dimension, credentials)."""
         reason = clip(reason)
         if self.balancer.nodes[name].health is not Health.EXCLUDED:
-            logger.warning("node %s excluded: %s", name, reason)
-            self._warnings.append(f"node {name} excluded: {reason}")
+            logger.info("node %s excluded: %s", name, reason)
+            if self.announce:
+                self._warnings.append(f"node {name} excluded: {reason}")
         self.balancer.exclude(name, reason)
         self.fail_if_none_usable()
 
@@ -200,8 +206,9 @@ class Fleet:
             if not isinstance(err, SollolError):  # a bug of ours: its traceback, once
                 self._tasks.report_bug(f"{what} of node {name}", err)
             elif what == "fleet check":
-                logger.warning("node %s is not answering (%s); it will be re-probed",
-                               name, clip(err))
+                logger.log(logging.WARNING if self.announce else logging.INFO,
+                           "node %s is not answering (%s); it will be re-probed",
+                           name, clip(err))
             self.balancer.probe_result(name, False, text)
         self.fail_if_none_usable()
 

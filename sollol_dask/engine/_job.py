@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,7 +29,8 @@ class Batch:
 
 class Job:
     def __init__(self, texts: list[str], labels: list, dim: int, max_chars: int,
-                 priority: float = 0.0) -> None:
+                 priority: float = 0.0,
+                 on_stored: Callable[[int, int], None] | None = None) -> None:
         self.texts = texts
         self.labels = labels
         self.max_chars = max_chars
@@ -40,6 +42,7 @@ class Job:
         # (the router's injected wall clock).
         self.priority = priority
         self._stored = 0
+        self.on_stored = on_stored  # (start, stop) of each batch stored: row progress
         self.finished = asyncio.Event()  # set when every row has its vector
         if not texts:
             self.finished.set()
@@ -83,6 +86,8 @@ class Job:
         batch.done = True
         self.in_flight.discard(batch)
         self._stored += batch.size
+        if self.on_stored is not None:
+            self.on_stored(batch.start, batch.stop)
         if self._stored == len(self.texts):
             self.finished.set()
         return True

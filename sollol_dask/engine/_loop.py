@@ -4,9 +4,10 @@ Dask task on a worker thread) can share one async router and its connection pool
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -33,12 +34,18 @@ class LoopThread:
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for it; cancel it if the caller is interrupted."""
+    def run(self, coro: Coroutine[Any, Any, T], tick: Callable[[], None] | None = None,
+            every: float = 0.5) -> T:
+        """Run ``coro`` on the loop and wait for it; cancel it if the caller is interrupted.
+        ``tick`` is called in the caller's thread every ``every`` seconds meanwhile (a
+        progress display that must be drawn by the thread that made it)."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("LoopThread.run called from its own loop: await the coroutine")
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
+            if tick is not None:
+                while not concurrent.futures.wait([future], timeout=every).done:
+                    tick()
             return future.result()
         except BaseException:
             future.cancel()

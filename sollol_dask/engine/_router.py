@@ -41,13 +41,14 @@ class Router:
     ``slots(balancer)`` builds the slot source (default: this process's ``LocalSlots``);
     ``open_pool`` opens a node's connection pool; ``clock`` (monotonic seconds),
     ``wall_clock`` (epoch seconds: a job's priority, compared across the cluster) and
-    ``sleep`` are injectable for tests."""
+    ``sleep`` are injectable for tests; ``announce=False`` (workers) leaves warning about
+    excluded nodes to the client."""
 
     def __init__(self, settings: RouterSettings, *, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  slots: Callable[[SlotBalancer], SlotSource] | None = None,
-                 open_pool: PoolFactory = open_pool) -> None:
+                 open_pool: PoolFactory = open_pool, announce: bool = True) -> None:
         self.settings = settings
         self.clock = clock
         self.wall_clock = wall_clock
@@ -70,7 +71,7 @@ class Router:
             for n in settings.nodes}
         self._tasks = BackgroundTasks()  # supervisor, warm-ups, re-probes
         self.fleet = Fleet(settings, self.balancer, self.endpoints, self.slots, self._tasks,
-                           clock=clock, sleep=sleep)
+                           clock=clock, sleep=sleep, announce=announce)
         self.jobs = JobRunner(settings, self.balancer, self.slots, self.endpoints, self.fleet,
                               clock=clock, wall_clock=wall_clock, sleep=sleep)
         self._loop: LoopThread | None = None
@@ -86,9 +87,13 @@ class Router:
 
     # -- synchronous surface ---------------------------------------------------------
 
-    def embed(self, texts: Sequence[str], row_ids: Sequence | None = None) -> np.ndarray:
-        """Vectors for ``texts`` as float32 ``(len(texts), dim)``, rows in input order."""
-        return self._run(self.aembed(texts, row_ids))
+    def embed(self, texts: Sequence[str], row_ids: Sequence | None = None, *,
+              on_rows: Callable[[int], None] | None = None,
+              tick: Callable[[], None] | None = None) -> np.ndarray:
+        """Vectors for ``texts`` as float32 ``(len(texts), dim)``, rows in input order.
+        ``on_rows(n)``: n more rows have their vectors (called on the router's thread);
+        ``tick()``: called in this thread about twice a second while it waits."""
+        return self._run(self.aembed(texts, row_ids, on_rows), tick)
 
     def check_fleet(self) -> Reference:
         """Probe every node now (if not done yet) and return the run's dimension/digest."""
@@ -129,11 +134,11 @@ class Router:
         if self._loop is not None:
             self._loop.shutdown(self._aclose())  # from any thread, a finalizer's included
 
-    def _run(self, coro):
+    def _run(self, coro, tick: Callable[[], None] | None = None):
         """Run ``coro`` on the loop thread; then warn, in the caller's thread, of nodes
         left out meanwhile (also when the call failed: the warning says why)."""
         try:
-            return self._thread().run(coro)
+            return self._thread().run(coro, tick)
         finally:
             for message in self.fleet.take_warnings():
                 warnings.warn(message, FleetWarning, stacklevel=3)
@@ -153,6 +158,7 @@ class Router:
         await asyncio.gather(*(e.aclose() for e in self.endpoints.values()),
                              return_exceptions=True)
 
-    async def aembed(self, texts: Sequence[str], row_ids: Sequence | None = None) -> np.ndarray:
+    async def aembed(self, texts: Sequence[str], row_ids: Sequence | None = None,
+                     on_rows: Callable[[int], None] | None = None) -> np.ndarray:
         """Vectors for ``texts`` (on the router's loop): see ``_runner.JobRunner``."""
-        return await self.jobs.aembed(texts, row_ids)
+        return await self.jobs.aembed(texts, row_ids, on_rows)

@@ -49,7 +49,9 @@ class JobRunner:
         self.wall_clock = wall_clock
         self.sleep = sleep
 
-    async def aembed(self, texts: Sequence[str], row_ids: Sequence | None = None) -> np.ndarray:
+    async def aembed(self, texts: Sequence[str], row_ids: Sequence | None = None,
+                     on_rows: Callable[[int], None] | None = None) -> np.ndarray:
+        """``on_rows(n)``: n more input rows (duplicates included) have their vectors."""
         texts = list(texts)
         labels = list(row_ids) if row_ids is not None else list(range(len(texts)))
         for i, text in enumerate(texts):
@@ -67,7 +69,8 @@ class JobRunner:
         for i, u in enumerate(inverse.tolist()):
             first_label.setdefault(u, labels[i])
         job = Job(unique, [first_label[i] for i in range(len(unique))], ref.dimension,
-                  self.settings.max_batch_chars, priority=self.wall_clock())
+                  self.settings.max_batch_chars, priority=self.wall_clock(),
+                  on_stored=_rows_reporter(on_rows, inverse, len(unique)))
         lanes = {asyncio.ensure_future(self._lane(job)) for _ in range(lane_count(self.balancer.usable_slots(), len(job.texts)))}
         finished = asyncio.ensure_future(job.finished.wait())
         try:
@@ -77,7 +80,11 @@ class JobRunner:
                 done, lanes = await asyncio.wait(lanes | {finished},
                                                  return_when=asyncio.FIRST_COMPLETED)
                 lanes.discard(finished)
-                for lane in done - {finished}:
+                ended = done - {finished}
+                for lane in ended:  # each one's error is read, so none is "never retrieved"
+                    if not lane.cancelled():
+                        lane.exception()
+                for lane in ended:
                     lane.result()
                 if not lanes and not finished.done():
                     raise SollolError(f"internal error: {job.untaken} rows were never sent")
@@ -170,8 +177,9 @@ class JobRunner:
         batch.running.pop(name, None)
         self.slots.release(grant, Outcome(texts=batch.size, seconds=self.clock() - started))
         if job.store(batch, vectors):
-            for task, _ in batch.running.values():
+            for loser, (task, _) in batch.running.items():
                 task.cancel()  # the slower copy loses
+                self.balancer.overtaken(loser)
         return True
 
     async def _after_failure(self, job: Job, batch: Batch, name: str,
@@ -206,3 +214,26 @@ class JobRunner:
             )
         await self.sleep(backoff_delay(batch.attempts))
         return False
+
+
+def _rows_reporter(on_rows: Callable[[int], None] | None, inverse: np.ndarray,
+                   unique: int) -> Callable[[int, int], None] | None:
+    """``on_stored(start, stop)`` for a job of deduplicated texts: tells ``on_rows`` how
+    many input rows those unique texts stand for. A failing callback (a progress
+    display) is logged and dropped, never fails the job."""
+    if on_rows is None:
+        return None
+    before = np.concatenate(([0], np.cumsum(np.bincount(inverse, minlength=unique))))
+    callback: list = [on_rows]
+
+    def on_stored(start: int, stop: int) -> None:
+        if not callback:
+            return
+        try:
+            callback[0](int(before[stop] - before[start]))
+        except Exception:
+            logger.info("row progress callback failed; progress is off for this call",
+                        exc_info=True)
+            callback.clear()
+
+    return on_stored

@@ -30,6 +30,7 @@ class NodeRow:
     latency_sketch: dict  # policy._metrics.LatencySketch.to_wire(): the p50/p95 shown
     size: int | None  # bytes of the loaded model (Ollama /api/ps)
     size_vram: int | None
+    overtaken: int = 0  # batches a copy elsewhere finished first (slow or hung node)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -48,5 +49,5 @@ def snapshot(balancer: SlotBalancer, nodes: dict[str, Node], infos: dict[str, No
             errors=dict(s.errors), speed=s.speed, latency_counts=list(s.latency_counts),
             latency_sum=s.latency_sum, latency_sketch=s.latency.to_wire(),
             size=info.size if info else None,
-            size_vram=info.size_vram if info else None))
+            size_vram=info.size_vram if info else None, overtaken=s.overtaken))
     return rows

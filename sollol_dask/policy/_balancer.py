@@ -77,6 +77,7 @@ class NodeSlots:
     texts: int = 0
     errors: Counter = dataclasses.field(default_factory=Counter)
     max_inflight_seen: int = 0
+    overtaken: int = 0  # its batches a copy on another node finished first (slow or hung)
     # Request latencies of successful batches, counted per bucket (upper bounds below).
     latency_counts: list[int] = dataclasses.field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
     latency_sum: float = 0.0
@@ -295,6 +296,11 @@ class SlotBalancer:
             self.strike(name, last)
         elif s.health is Health.UP and (hard or s.consecutive_failures >= self.eject_after):
             self.eject(name, f"{s.consecutive_failures} failure(s) in a row, last: {last}")
+
+    def overtaken(self, name: str) -> None:
+        """A copy of a batch this node still held finished first elsewhere: not a failure
+        (no ejection), but what a run's report shows of a node that is slow or hung."""
+        self.nodes[name].overtaken += 1
 
     def strike(self, name: str, reason: str) -> None:
         """Count a bad answer (from a batch or a probe): eject the node, or quarantine it
