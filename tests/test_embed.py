@@ -253,3 +253,24 @@ def test_tail_is_hedged_onto_a_faster_idle_node(sims):
     # the run did not wait for a slow batch.
     assert fast.counters.texts - fast_before >= 236
     assert elapsed < 6
+
+
+@pytest.mark.parametrize("path", ["/api/embed", "/api/embeddings", "/v1/embeddings"])
+def test_a_node_url_copied_with_an_endpoint_path_embeds(sims, path):
+    node = sims("gpu")
+    with sd.Embedder([node.url + path], model=MODEL) as emb:
+        vectors = emb.embed(TEXTS[:20])
+        assert [s["node"] for s in emb.node_stats()] == [node.url]
+    assert np.array_equal(vectors, EXPECTED[:20])
+
+
+def test_an_openai_node_at_ollama_missing_the_model_is_told_to_pull_it(sims):
+    node = sims("gpu")
+    with sd.Embedder([sd.Node(node.url, api="openai")], model="no-such-model") as emb, \
+            pytest.warns(sd.FleetWarning):
+        with pytest.raises(sd.ModelNotFoundError) as info:
+            emb.embed(["x"])
+    assert str(info.value) == (
+        f"model 'no-such-model' is on none of the nodes: model 'no-such-model' not found on "
+        f"{node.url}: run `ollama pull no-such-model` there (it has: nomic-embed-text)")
+    assert node.counters.requests == 0

@@ -140,6 +140,13 @@ class Backend:
             return clip(err, SERVER_TEXT_CHARS)
         return clip(data, SERVER_TEXT_CHARS)
 
+    def missing_model(self, model: str, node: str, text: str,
+                      status: int | None = 404) -> ModelNotFoundError:
+        """The error for a node that does not serve ``model``, with this API's fix."""
+        return ModelNotFoundError(
+            f"model {model!r} not found on {node}: run `ollama pull {model}` there, "
+            f"or remove the node (server said: {text})", node=node, status=status)
+
     def classify_reply(self, reply: Reply, node: str, model: str) -> NodeError:
         """``classify`` for a reply as the transport returns it (headers included)."""
         return self.classify(reply.status, reply.content, node, model,
@@ -158,12 +165,7 @@ class Backend:
         hint = "it will be retried on another node"
         wait = retry_after_seconds(retry_after) if status in (429, 503) else None
         if status == 404 or ("model" in lower and "not found" in lower):
-            return ModelNotFoundError(
-                f"model {model!r} not found on {node}: run `ollama pull {model}` there, "
-                f"or remove the node (server said: {text})",
-                node=node,
-                status=status,
-            )
+            return self.missing_model(model, node, text, status)
         if wait is not None:
             kind = Failure.BUSY
             hint = f"it asked to wait {wait:g} s (Retry-After); other nodes take the work meanwhile"
