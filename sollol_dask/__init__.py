@@ -1,6 +1,7 @@
 """sollol_dask: embed document collections across a fleet of embedding servers, on Dask."""
 
 from ._embedder import Embedder
+from .cluster._batches import BatchEmbedder
 from ._exceptions import (
     BadResponseError,
     ConfigurationError,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BadResponseError",
+    "BatchEmbedder",
     "ConfigurationError",
     "EmbedOptions",
     "EmbedReport",

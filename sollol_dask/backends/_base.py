@@ -56,6 +56,9 @@ class EmbedOptions:
     dimensions: int | None = None
     options: dict | None = None
     encoding: str = "base64"  # OpenAI route: base64 is smaller and far cheaper to parse
+    # Put before every text ("search_document: " for nomic-embed-text): it changes the
+    # vectors, so it is part of a run's identity. Applied by the callers, not the wire format.
+    prefix: str = ""
 
 
 class Backend:

@@ -30,7 +30,7 @@ RECORDS = "_sollol_parts"
 FORMAT = 2
 # What makes two runs' parts interchangeable; the inputs are compared on their own.
 IDENTITY_KEYS = ("model", "digest", "dimension", "options", "column", "output_column",
-                 "on_invalid", "rows_per_part")
+                 "on_invalid", "rows_per_part", "prefix")
 
 
 def manifest_for(parts: list[PartSpec], inputs: list[dict], identity: dict) -> dict:

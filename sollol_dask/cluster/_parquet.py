@@ -42,7 +42,7 @@ from .._settings import RouterSettings
 def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, dst: str, *,
                       column: str, output_column: str = "embedding", client=None,
                       overwrite: bool = False, rows_per_part: int = 4096, progress: bool = False,
-                      on_invalid: str = "raise",
+                      on_invalid: str = "raise", prefix: str = "",
                       install: Callable[[Any], object] | None = None) -> EmbedReport:
     """``install(client)`` puts what the run needs on the cluster it runs on (the
     facade's: worker plugin, slot broker, fleet monitor); default: ``register``."""
@@ -59,6 +59,7 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
                     "options": opts.options},
         "column": column, "output_column": output_column, "on_invalid": on_invalid,
         "rows_per_part": rows_per_part, "normalized": reference.normalized,
+        "prefix": prefix or None,  # it changes the vectors: another prefix is another run
     }
     manifest = manifest_for(parts, inputs, identity)
     token = uuid.uuid4().hex[:8]  # names this run's job, tasks and temporary files
@@ -109,7 +110,7 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
     """Run one task per part on the cluster: (results, failures, texts per node, dashboard)."""
     footers = {i["path"]: i["footer_sha256"] for i in inputs}
     schema_meta = json.dumps({k: identity[k] for k in ("model", "digest", "dimension",
-                                                       "normalized")}).encode()
+                                                       "normalized", "prefix")}).encode()
     results: list[dict] = []
     failures: list = []
     with client_for_run(client) as run_client:
@@ -125,7 +126,8 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
             key=[f"sollol-embed-part-{token}-{p.index}" for p in todo],
             settings=settings, out_path=out_path, column=identity["column"],
             output_column=identity["output_column"], dim=reference.dimension,
-            schema_meta=schema_meta, on_invalid=identity["on_invalid"], job=token, pure=False)
+            schema_meta=schema_meta, on_invalid=identity["on_invalid"], job=token,
+            prefix=identity["prefix"] or "", pure=False)
         try:
             if progress:
                 distributed.progress(futures)
@@ -145,7 +147,7 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
 
 def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings, out_path: str,
                 column: str, output_column: str, dim: int, schema_meta: bytes, on_invalid: str,
-                job: str) -> dict:
+                job: str, prefix: str = "") -> dict:
     in_fs, in_path = fsspec.core.url_to_fs(spec.file)
     with context_meter.meter("sollol-read"), in_fs.open(in_path, "rb") as handle:
         try:
@@ -165,7 +167,7 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
     with context_meter.meter("sollol-embed"):  # waiting on the nodes, parsing, checking
         part = embed_values(router_for(settings), table.column(column).to_pylist(), labels,
                             dim, partition=f"{spec.name} ({spec.file}, rows {spec.file_row}..)",
-                            on_invalid=on_invalid)
+                            on_invalid=on_invalid, prefix=prefix)
     table = table.append_column(pa.field(output_column, vector_type(dim)), arrow_vectors(part))
     metadata = dict(table.schema.metadata or {})
     metadata[METADATA_KEY] = schema_meta

@@ -4,6 +4,7 @@ Dask task on a worker thread) can share one async router and its connection pool
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Coroutine
@@ -43,6 +44,11 @@ class LoopThread:
         except BaseException:
             future.cancel()
             raise
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the loop without waiting: another event loop awaits it with
+        ``asyncio.wrap_future`` (cancelling that cancels ``coro``)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def shutdown(self, cleanup: Coroutine[Any, Any, Any], timeout: float = 10.0) -> None:
         """Run ``cleanup`` on the loop, then stop the loop and its thread.
