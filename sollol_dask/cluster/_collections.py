@@ -40,6 +40,7 @@ def stringified_values(ddf, column: str) -> dict:
     found: dict = {}
     for node in expr.walk() if expr is not None else ():
         frame = getattr(node, "frame", None) if type(node).__name__ == "FromPandas" else None
+        frame = getattr(frame, "_data", frame)  # dask wraps the pandas frame it holds
         if not getattr(node, "pyarrow_strings_enabled", False) or not isinstance(frame, pd.DataFrame) \
                 or column not in frame.columns or frame[column].dtype != object:
             continue
