@@ -114,3 +114,28 @@ def test_batch_function_in_map_partitions_on_a_cluster(sims):
             s["texts"] for s in existing_router(settings, dask_worker).snapshot()))
     assert sum(texts.values()) == len(TEXTS) and plugin_name(settings) not in _local_routers
     assert np.array_equal(np.stack(out["embedding"].tolist()), sim_vectors(MODEL, TEXTS, 768))
+
+
+def test_prefix_is_in_the_parquet_metadata_and_the_run_identity(sims, tmp_path):
+    import orjson
+    import pyarrow.parquet as pq
+    from distributed import Client, LocalCluster
+
+    node = sims("gpu")
+    pd.DataFrame({"text": TEXTS[:5]}).to_parquet(tmp_path / "in.parquet")
+    src, dst = str(tmp_path / "in.parquet"), str(tmp_path / "out")
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client, \
+            sd.Embedder([node.url], model=MODEL, prefix="search_document: ") as emb:
+        emb.embed_parquet(src, dst, client=client)
+        assert emb.embed_parquet(src, dst, client=client).parts_skipped == 1
+        with pytest.raises(sd.OutputError) as info:
+            emb.embed_parquet(src, dst, client=client, prefix="")
+        emb.embed_parquet(src, dst, client=client, prefix="search_query: ", overwrite=True)
+    assert str(info.value) == (
+        f'{dst} holds output of another run (prefix was "search_document: ", now null): pass '
+        "overwrite=True (--overwrite) to start over, or choose another output directory")
+    back = pq.read_table(dst)
+    assert orjson.loads(back.schema.metadata[b"sollol_dask"])["prefix"] == "search_query: "
+    assert np.array_equal(np.stack(back.column("embedding").to_numpy(zero_copy_only=False)),
+                          sim_vectors(MODEL, ["search_query: " + t for t in TEXTS[:5]], 768))

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from ._clients import client_for_run
 from .._exceptions import InputError, OutputError
 from ._fingerprint import UnreadableParquet, chunk_digest, footer_digest
+from ._hive import partition_columns, partition_values
 from ..policy._identity import Reference
 from ._manifest import fold_records, manifest_for, read_records, write_record
 from ._ownership import RunLock, check_disjoint
@@ -50,7 +51,8 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
     started = time.perf_counter()
     in_fs, paths = list_inputs(src)
     check_disjoint(src, dst, paths)
-    parts, inputs = plan_parts(in_fs, paths, column, output_column, rows_per_part)
+    parts, inputs = plan_parts(in_fs, paths, column, output_column, rows_per_part,
+                               partition_values(in_fs, src, paths))
     out_fs, out_path = fsspec.core.url_to_fs(str(dst))
     opts = settings.opts
     identity = {
@@ -163,6 +165,8 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
         # What the rows were read from: a rerun compares it if the input's time moves.
         source_sha256 = chunk_digest(handle, source.metadata, spec.row_groups)
     table = table.slice(spec.start, spec.rows)
+    for field, values in partition_columns(spec.partition, spec.rows):  # from lang=en/ dirs
+        table = table.append_column(field, values)
     labels = range(spec.file_row, spec.file_row + spec.rows)
     with context_meter.meter("sollol-embed"):  # waiting on the nodes, parsing, checking
         part = embed_values(router_for(settings), table.column(column).to_pylist(), labels,
