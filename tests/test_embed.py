@@ -154,9 +154,11 @@ def test_empty_list_and_non_string_item(sims):
         with pytest.raises(sd.InputError, match="row 2 is int, not str") as info:
             emb.embed(["a", "b", 7])
         assert info.value.row == 2
-        with pytest.raises(TypeError, match="list of texts"):
-            emb.embed("just one string")
-    assert node.counters.texts == 0
+        assert node.counters.texts == 0
+        # One string is one text (as sentence-transformers' encode(str)), not its characters.
+        assert np.array_equal(emb.embed("just one string"),
+                              sim_vectors(MODEL, ["just one string"], 768)[0])
+    assert node.counters.texts == 1
 
 
 def test_text_over_context_with_truncate_false_names_its_row(sims):
