@@ -3,6 +3,7 @@
 from ._embedder import Embedder
 from .cluster._discover import discover
 from .discovery import Discovery, DiscoverySpec
+from .cluster._batches import BatchEmbedder
 from ._exceptions import (
     BadResponseError,
     ConfigurationError,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BadResponseError",
+    "BatchEmbedder",
     "ConfigurationError",
     "Discovery",
     "DiscoverySpec",

@@ -27,7 +27,8 @@ from ._progress import RowProgress
 from ._report import EmbedReport
 from .engine._router import Router
 from ._exceptions import InsecureTLSWarning
-from ._settings import RouterSettings
+from ._settings import RouterSettings, check_prefix
+from .cluster._batches import BatchEmbedder
 from .dashboard import MONITOR_NAME, FleetMonitor, FleetStatus
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class Embedder:
     the server truncates texts longer than the context; False: such a text raises
     ``InputError`` naming its row), ``keep_alive``, ``dimensions``, ``options`` (Ollama
     model options, sent identically every time), ``encoding`` ("base64" or "float",
-    OpenAI route).
+    OpenAI route), ``prefix`` ("": put before every text, e.g. "search_document: " for
+    nomic-embed-text; every ``embed*`` call takes ``prefix=`` to override it for that call).
 
     Close it when done (``with Embedder(...) as emb:`` or ``emb.close()``): that stops its
     event-loop thread and connection pools. One that is dropped unclosed is closed when
@@ -95,6 +97,7 @@ class Embedder:
                  dimensions: int | None = None,
                  options: dict | None = None,
                  encoding: str | None = None,
+                 prefix: str | None = None,
                  discovery: DiscoverySpec | None = None,
                  rediscover: float | None = None) -> None:
         given = {k: v for k, v in locals().items()
@@ -154,17 +157,20 @@ class Embedder:
         """This process's router (built on first use)."""
         return self._holder.get()
 
-    def embed(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """Vectors for ``texts``: float32 ``(len(texts), dim)``, rows in input order.
+    def embed(self, texts: Sequence[str] | str, *, prefix: str | None = None,
+              progress: bool = False) -> np.ndarray:
+        """Vectors for ``texts``: float32 ``(len(texts), dim)``, rows in input order; for
+        one text (a ``str``), its vector, shape ``(dim,)``.
 
         Batched, spread over every node with a free slot, identical texts sent once,
-        failed batches retried on other nodes; every vector is checked. ``progress``:
-        show rows done, rate and ETA (a Jupyter widget, or a bar on stderr).
+        failed batches retried on other nodes; every vector is checked. ``prefix``
+        overrides the Embedder's for this call. ``progress``: show rows done, rate and
+        ETA (a Jupyter widget, or a bar on stderr).
         """
         if isinstance(texts, str):
-            raise TypeError("embed() takes a list of texts; wrap a single text as [text]")
+            return self.embed([texts], prefix=prefix)[0]
         self._holder.check_open()
-        texts = list(texts)
+        texts = _prefixed(texts, self._prefix(prefix))
         client = current_client() if len(texts) > DISTRIBUTE_ABOVE else None
         if client is None:
             if not progress:
@@ -183,6 +189,22 @@ class Embedder:
         _progress.wait_for(client, futures, range(0, len(texts), CHUNK),
                            [len(c) for c in chunks], topic=topic, total=len(texts))
         return np.concatenate(client.gather(futures))
+
+    async def aembed(self, texts: Sequence[str] | str, *,
+                     prefix: str | None = None) -> np.ndarray:
+        """``embed`` to await from a running event loop (Jupyter's, a web server's): the
+        requests run on this Embedder's own loop thread, so the caller's loop keeps
+        serving while it waits. In-process only (never spread over a Dask cluster).
+
+        >>> vecs = await emb.aembed(["a question", "a passage"])
+        """
+        if isinstance(texts, str):
+            return (await self.aembed([texts], prefix=prefix))[0]
+        self._holder.check_open()
+        return await self.router.embed_async(_prefixed(texts, self._prefix(prefix)))
+
+    def _prefix(self, prefix: str | None) -> str:
+        return self.settings.opts.prefix if prefix is None else check_prefix(prefix)
 
     # -- Dask ------------------------------------------------------------------------
 
@@ -203,26 +225,43 @@ class Embedder:
         return self.check_fleet().dimension
 
     def embed_dataframe(self, ddf, column: str = "text", *, output_column: str = "embedding",
-                        on_invalid: str = "raise"):
+                        on_invalid: str = "raise", prefix: str | None = None):
         """Lazily add ``output_column`` (``fixed_size_list<float32>[dim]``) to a dask
         dataframe. Null, NaN, empty or whitespace texts get a null vector. Building the
         graph sends one probe (to learn the dimension) and no embedding request."""
         _collections.check_dataframe(ddf)
         self._register_if_client()
         return _collections.embed_dataframe(self.settings, ddf, column, self._dimension(),
-                                            output_column=output_column, on_invalid=on_invalid)
+                                            output_column=output_column, on_invalid=on_invalid,
+                                            prefix=self._prefix(prefix))
 
-    def embed_bag(self, bag, *, on_invalid: str = "raise"):
+    def embed_bag(self, bag, *, on_invalid: str = "raise", prefix: str | None = None):
         """Lazily map a dask bag of texts to float32 vectors (None for missing texts),
         keeping its partitioning and order."""
         _collections.check_bag(bag)
         self._register_if_client()
-        return _collections.embed_bag(self.settings, bag, self._dimension(), on_invalid=on_invalid)
+        return _collections.embed_bag(self.settings, bag, self._dimension(), on_invalid=on_invalid,
+                                      prefix=self._prefix(prefix))
+
+    def batch_function(self, column: str = "text", output_column: str = "embedding", *,
+                       on_invalid: str = "raise", prefix: str | None = None) -> BatchEmbedder:
+        """A picklable ``fn(batch)`` for frameworks that map batches themselves: takes a
+        pandas DataFrame or a pyarrow Table and returns the same type with
+        ``output_column`` added (``fixed_size_list<float32>[dim]``, null for missing
+        texts). On a Dask worker it uses the worker's router; elsewhere (a Ray worker)
+        one router per process.
+
+        >>> ddf.map_partitions(emb.batch_function(column="text"))     # Dask
+        >>> ds.map_batches(emb.batch_function(), batch_format="pandas")  # Ray Data
+        """
+        self._register_if_client()
+        return BatchEmbedder(self.settings, column, output_column, self._dimension(),
+                             on_invalid=on_invalid, prefix=self._prefix(prefix))
 
     def embed_parquet(self, src: str, dst: str, column: str = "text", *, client=None,
                       output_column: str = "embedding", overwrite: bool = False,
                       rows_per_part: int = 4096, progress: bool = False,
-                      on_invalid: str = "raise") -> EmbedReport:
+                      on_invalid: str = "raise", prefix: str | None = None) -> EmbedReport:
         """Embed a parquet corpus (file, directory or glob) into ``dst`` part files.
 
         Every input column is kept and ``output_column`` added. Resumable: parts that
@@ -239,7 +278,7 @@ class Embedder:
                 self.settings, self.check_fleet(), src, dst, column=column,
                 output_column=output_column, client=client, overwrite=overwrite,
                 rows_per_part=rows_per_part, progress=progress, on_invalid=on_invalid,
-                install=self.register)
+                prefix=self._prefix(prefix), install=self.register)
         except (FutureCancelledError, FuturesCancelledError, CommClosedError) as exc:
             if not _scheduler_lost(exc):
                 raise
@@ -293,6 +332,12 @@ class Embedder:
     def __repr__(self) -> str:
         nodes = ", ".join(repr(n) for n in self.settings.nodes)
         return f"Embedder(model={self.model!r}, nodes=[{nodes}])"
+
+
+def _prefixed(texts: Iterable[str], prefix: str) -> list[str]:
+    if not prefix:
+        return list(texts)
+    return [prefix + t if isinstance(t, str) else t for t in texts]
 
 
 class _RouterHolder:

@@ -23,6 +23,9 @@ DEFAULT_NODE = "http://127.0.0.1:11434"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost"}
 OPENAI_PREFIX = "openai+"  # openai+http://box:8080: an OpenAI-compatible node in a URL string
+# Endpoint paths users copy from a server's docs (`curl http://host:11434/api/embed`):
+# the backend adds its own, so a node URL ending in one of them means the server's base.
+ENDPOINT_SUFFIXES = ("/api/embed", "/api/embeddings", "/v1/embeddings", "/v1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +55,7 @@ class Node:
                 f"node {redact_url(self.url)!r}: api must be one of {APIS}, not {self.api!r}"
             )
         url, credentials = split_credentials(self.url)
-        url = normalize_url(url, self.api)
+        url = normalize_url(url)
         headers = check_headers(self.headers, url)
         if credentials is not None:
             if any(name.lower() == "authorization" for name in headers or {}):
@@ -131,11 +134,12 @@ def split_credentials(url: object) -> tuple[str, tuple[str, str | None] | None]:
     return f"{scheme}{sep}{host}{tail}", (unquote(user), unquote(password) if colon else None)
 
 
-def normalize_url(url: str, api: str = "ollama") -> str:
+def normalize_url(url: str) -> str:
     """Canonical base URL of a server: scheme and host lowercased, no trailing slash.
 
-    A bare ``host:port`` gets ``http://``. For OpenAI-compatible servers a trailing
-    ``/v1`` is dropped, since the backend adds it.
+    A bare ``host:port`` gets ``http://``. An endpoint path at the end
+    (``/api/embed``, ``/api/embeddings``, ``/v1/embeddings``, ``/v1``) is dropped, whatever
+    the ``api``: the backend adds its own, and the probe tells which server answers.
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"a node URL must be a non-empty string, not {url!r}")
@@ -153,8 +157,10 @@ def normalize_url(url: str, api: str = "ollama") -> str:
     except ValueError as exc:
         raise ConfigurationError(f"node URL {redact_url(url)!r}: {exc}") from None
     path = parts.path.rstrip("/")
-    if api == "openai" and path.endswith("/v1"):
-        path = path[: -len("/v1")]
+    for suffix in ENDPOINT_SUFFIXES:
+        if path.endswith(suffix):
+            path = path[: -len(suffix)].rstrip("/")
+            break
     return urlunsplit((parts.scheme, parts.netloc.lower(), path, "", ""))
 
 
@@ -201,6 +207,7 @@ def _node_from_text(item: object) -> Node:
         text += ":11434"
     # Ollama's native API is under /api; a base URL ending in /v1 is the OpenAI route
     # (what OpenAI clients are configured with), so it can only mean an OpenAI node.
-    if urlsplit(text if "://" in text else "http://" + text).path.rstrip("/").endswith("/v1"):
+    path = urlsplit(text if "://" in text else "http://" + text).path.rstrip("/")
+    if path.endswith(("/v1", "/v1/embeddings")):
         api = "openai"
     return Node(text, api=api)

@@ -63,6 +63,7 @@ class RouterSettings:
                      "batch_seconds"):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be > 0 seconds")
+        check_prefix(self.opts.prefix)
 
     def fingerprint(self) -> str:
         """A short stable hash of the whole configuration (headers included, hashed)."""
@@ -76,6 +77,14 @@ class RouterSettings:
         if not self.fleet:
             return self.fingerprint()
         return dataclasses.replace(self, nodes=()).fingerprint()
+
+
+def check_prefix(prefix: object) -> str:
+    """``prefix`` if it is text: what is put before every text."""
+    if not isinstance(prefix, str):
+        raise ConfigurationError(
+            f"prefix must be text such as 'search_document: ', not {type(prefix).__name__}")
+    return prefix
 
 
 def check_verify(verify: object) -> bool | str:

@@ -179,3 +179,47 @@ def test_describe_maps_undecodable_answers_to_a_failed_probe():
     answers["/api/tags"] = (404, b"404 page not found")
     with pytest.raises(NodeError, match="has no /api/tags .* use Node\\(url, api='openai'\\)"):
         asyncio.run(OLLAMA.describe(fetching(answers), EmbedOptions(model="m"), "http://n:1"))
+
+
+def _fake_server(answers: dict):
+    from sollol_dask.backends import Reply
+
+    async def fetch(method, path, payload):
+        if path not in answers:
+            return Reply(404, b'{"error": "not found"}', path)
+        return Reply(200, orjson.dumps(answers[path]), path)
+    return fetch
+
+
+def test_an_ollama_node_at_tei_or_vllm_is_told_to_use_the_openai_route():
+    from sollol_dask import NodeError
+
+    tei = {"/info": {"model_id": "BAAI/bge-small-en-v1.5", "version": "1.5.0",
+                     "max_client_batch_size": 32}}
+    vllm = {"/v1/models": {"object": "list", "data": [
+        {"id": "intfloat/e5-small-v2", "object": "model", "owned_by": "vllm"}]}}
+    for answers, kind in ((tei, "text-embeddings-inference, serving BAAI/bge-small-en-v1.5"),
+                          (vllm, "vllm, serving intfloat/e5-small-v2")):
+        with pytest.raises(NodeError) as info:
+            asyncio.run(OLLAMA.describe(_fake_server(answers), EmbedOptions(model="m"),
+                                        "http://n:1"))
+        assert str(info.value) == (
+            f"http://n:1 is an OpenAI-compatible server ({kind}), not an Ollama server: use "
+            "Node('http://n:1', api='openai') (command line: --openai-node http://n:1)")
+
+
+def test_an_openai_node_missing_a_model_is_not_told_to_ollama_pull():
+    err = OPENAI.classify(404, b'{"error": {"message": "model not found"}}', "http://n:1", "m")
+    assert isinstance(err, ModelNotFoundError) and "ollama pull" not in str(err)
+    assert str(err) == (
+        "model 'm' not found on http://n:1 (server said: model not found): an "
+        "OpenAI-compatible server serves the models it was started with, listed at "
+        "http://n:1/v1/models; pass one of them as model=, or remove the node")
+    # vLLM lists its served name; another name is refused before any vector is labelled.
+    vllm = {"/v1/models": {"object": "list", "data": [
+        {"id": "intfloat/e5-small-v2", "object": "model", "owned_by": "vllm"}]}}
+    with pytest.raises(ModelNotFoundError) as info:
+        asyncio.run(OPENAI.describe(_fake_server(vllm), EmbedOptions(model="e5"), "http://n:1"))
+    assert str(info.value).startswith(
+        "http://n:1 serves intfloat/e5-small-v2 (its /v1/models), not 'e5': its vectors would "
+        "be labelled with the wrong model. Pass model='intfloat/e5-small-v2'")

@@ -154,9 +154,11 @@ def test_empty_list_and_non_string_item(sims):
         with pytest.raises(sd.InputError, match="row 2 is int, not str") as info:
             emb.embed(["a", "b", 7])
         assert info.value.row == 2
-        with pytest.raises(TypeError, match="list of texts"):
-            emb.embed("just one string")
-    assert node.counters.texts == 0
+        assert node.counters.texts == 0
+        # One string is one text (as sentence-transformers' encode(str)), not its characters.
+        assert np.array_equal(emb.embed("just one string"),
+                              sim_vectors(MODEL, ["just one string"], 768)[0])
+    assert node.counters.texts == 1
 
 
 def test_text_over_context_with_truncate_false_names_its_row(sims):
@@ -253,3 +255,24 @@ def test_tail_is_hedged_onto_a_faster_idle_node(sims):
     # the run did not wait for a slow batch.
     assert fast.counters.texts - fast_before >= 236
     assert elapsed < 6
+
+
+@pytest.mark.parametrize("path", ["/api/embed", "/api/embeddings", "/v1/embeddings"])
+def test_a_node_url_copied_with_an_endpoint_path_embeds(sims, path):
+    node = sims("gpu")
+    with sd.Embedder([node.url + path], model=MODEL) as emb:
+        vectors = emb.embed(TEXTS[:20])
+        assert [s["node"] for s in emb.node_stats()] == [node.url]
+    assert np.array_equal(vectors, EXPECTED[:20])
+
+
+def test_an_openai_node_at_ollama_missing_the_model_is_told_to_pull_it(sims):
+    node = sims("gpu")
+    with sd.Embedder([sd.Node(node.url, api="openai")], model="no-such-model") as emb, \
+            pytest.warns(sd.FleetWarning):
+        with pytest.raises(sd.ModelNotFoundError) as info:
+            emb.embed(["x"])
+    assert str(info.value) == (
+        f"model 'no-such-model' is on none of the nodes: model 'no-such-model' not found on "
+        f"{node.url}: run `ollama pull no-such-model` there (it has: nomic-embed-text)")
+    assert node.counters.requests == 0

@@ -45,3 +45,27 @@ def test_real_server_long_input_with_truncate_false_names_the_row(llama):
         with pytest.raises(sd.InputError) as info:
             emb.embed(texts)
     assert info.value.row == 1
+
+
+def test_an_ollama_node_at_llama_server_is_told_what_it_is(llama):
+    with sd.Embedder([llama.url + "/api/embed"], model="all-MiniLM-L6-v2",
+                     wait_for_nodes=1) as emb, pytest.warns(sd.FleetWarning):
+        with pytest.raises(sd.NoNodeAvailableError) as info:
+            emb.embed(["x"])
+    hint = (f"{llama.url} is an OpenAI-compatible server (llama.cpp llama-server, serving "
+            f"all-MiniLM-L6-v2), not an Ollama server: use Node('{llama.url}', api='openai') "
+            f"(command line: --openai-node {llama.url})")
+    assert info.value.reasons == {llama.url: "excluded: " + hint}
+
+
+def test_llama_server_serving_another_model_is_refused_naming_both(llama):
+    # llama-server answers any model name with its own model's vectors.
+    with sd.Embedder([sd.Node(llama.url + "/v1/embeddings", api="openai")],
+                     model="nomic-embed-text") as emb, pytest.warns(sd.FleetWarning):
+        with pytest.raises(sd.ModelNotFoundError) as info:
+            emb.embed(["x"])
+    assert str(info.value) == (
+        f"model 'nomic-embed-text' is on none of the nodes: {llama.url} serves "
+        "all-MiniLM-L6-v2 (its /v1/models), not 'nomic-embed-text': its vectors would be "
+        "labelled with the wrong model. Pass model='all-MiniLM-L6-v2', or start the server "
+        "with 'nomic-embed-text' (llama-server: -a nomic-embed-text names its model)")

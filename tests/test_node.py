@@ -18,6 +18,16 @@ def test_default_ports_and_openai_v1_suffix():
     assert sd.Node("http://h:8080/v1/", api="openai").url == "http://h:8080"
 
 
+@pytest.mark.parametrize("api", ["ollama", "openai"])
+@pytest.mark.parametrize("path", ["/api/embed", "/api/embeddings/", "/v1/embeddings", "/v1"])
+def test_a_url_copied_with_an_endpoint_path_means_the_server(api, path):
+    # `curl http://host:11434/api/embed` in a server's docs: the backend adds its own path.
+    assert sd.Node("http://h:8080" + path, api=api).url == "http://h:8080"
+    assert sd.Node("https://proxy/ollama" + path, api=api).url == "https://proxy/ollama"
+    assert resolve_nodes(["http://h:11434/api/embed", "h:11434"])[0].url == "http://h:11434"
+    assert len(resolve_nodes(["http://h:11434/api/embed", "h:11434"])) == 1
+
+
 def test_environment_defaults(monkeypatch):
     monkeypatch.delenv("SOLLOL_NODES", raising=False)
     monkeypatch.delenv("OLLAMA_HOST", raising=False)

@@ -19,8 +19,16 @@ def test_every_public_name_is_in_all():
 def test_returned_types_are_exported():
     emb = inspect.signature(sollol_dask.Embedder)
     assert "batch_size" in emb.parameters and "options" not in str(emb).split("*")[0]
-    for name in ("EmbedReport", "FleetStatus", "Reference", "FleetWarning", "InsecureTLSWarning"):
+    for name in ("EmbedReport", "FleetStatus", "Reference", "FleetWarning", "InsecureTLSWarning",
+                 "BatchEmbedder"):
         assert name in sollol_dask.__all__
+    # What users of the Ollama client, LiteLLM and Ray Data reach for.
+    assert inspect.iscoroutinefunction(sollol_dask.Embedder.aembed)
+    assert callable(sollol_dask.Embedder.batch_function)
+    for method in ("embed", "aembed", "embed_dataframe", "embed_bag", "embed_parquet",
+                   "batch_function"):
+        assert "prefix" in inspect.signature(getattr(sollol_dask.Embedder, method)).parameters
+    assert "prefix" in emb.parameters
 
 
 def test_error_tree():

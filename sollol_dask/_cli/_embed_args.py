@@ -74,6 +74,9 @@ SETTINGS = {
                 "default: the model's full size)"),
         Setting("encoding", str, "{base64,float}",
                 "how OpenAI-compatible nodes send vectors (base64 is smaller and faster)"),
+        Setting("prefix", str, "TEXT",
+                "put before every text, e.g. 'search_document: ' for nomic-embed-text; it "
+                "changes the vectors, so it is recorded with the output"),
     ),
 }
 
@@ -156,8 +159,9 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
             if title == "batching and retries" else None)
         for s in settings:
             kwargs = {"choices": ("base64", "float")} if s.keyword == "encoding" else {}
-            default = "" if s.default is None else f" (default: {s.default:g})" \
-                if isinstance(s.default, float) else f" (default: {s.default})"
+            default = "" if s.default is None else " (default: none)" if s.default == "" \
+                else f" (default: {s.default:g})" if isinstance(s.default, float) \
+                else f" (default: {s.default})"
             group.add_argument(s.flag, type=s.type, metavar=s.metavar, default=None,
                                help=s.help + default, **kwargs)
         if title == "what each request asks for":

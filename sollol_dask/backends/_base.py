@@ -56,6 +56,9 @@ class EmbedOptions:
     dimensions: int | None = None
     options: dict | None = None
     encoding: str = "base64"  # OpenAI route: base64 is smaller and far cheaper to parse
+    # Put before every text ("search_document: " for nomic-embed-text): it changes the
+    # vectors, so it is part of a run's identity. Applied by the callers, not the wire format.
+    prefix: str = ""
 
 
 class Backend:
@@ -140,6 +143,13 @@ class Backend:
             return clip(err, SERVER_TEXT_CHARS)
         return clip(data, SERVER_TEXT_CHARS)
 
+    def missing_model(self, model: str, node: str, text: str,
+                      status: int | None = 404) -> ModelNotFoundError:
+        """The error for a node that does not serve ``model``, with this API's fix."""
+        return ModelNotFoundError(
+            f"model {model!r} not found on {node}: run `ollama pull {model}` there, "
+            f"or remove the node (server said: {text})", node=node, status=status)
+
     def classify_reply(self, reply: Reply, node: str, model: str) -> NodeError:
         """``classify`` for a reply as the transport returns it (headers included)."""
         return self.classify(reply.status, reply.content, node, model,
@@ -158,12 +168,7 @@ class Backend:
         hint = "it will be retried on another node"
         wait = retry_after_seconds(retry_after) if status in (429, 503) else None
         if status == 404 or ("model" in lower and "not found" in lower):
-            return ModelNotFoundError(
-                f"model {model!r} not found on {node}: run `ollama pull {model}` there, "
-                f"or remove the node (server said: {text})",
-                node=node,
-                status=status,
-            )
+            return self.missing_model(model, node, text, status)
         if wait is not None:
             kind = Failure.BUSY
             hint = f"it asked to wait {wait:g} s (Retry-After); other nodes take the work meanwhile"

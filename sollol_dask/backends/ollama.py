@@ -12,6 +12,7 @@ from ..policy._limits import some_names
 from .._outcome import Failure
 from ._base import Backend, EmbedOptions, FetchJson, NodeInfo, malformed
 from ._checks import check_rows
+from ._served import identify_server, wrong_api_hint
 
 
 class OllamaBackend(Backend):
@@ -62,9 +63,12 @@ class OllamaBackend(Backend):
             info.version = version.get("version")
         reply = await fetch("GET", "/api/tags", None)
         if reply.status == 404:
-            raise NodeError(f"{node} has no /api/tags (HTTP 404): is it an Ollama server? For "
-                            "llama.cpp, vLLM, TEI or Infinity use Node(url, api='openai')",
-                            node=node, status=404, retryable=False, failure=Failure.NODE_FATAL)
+            kind = await identify_server(fetch, node)
+            hint = wrong_api_hint(node, kind) if kind is not None and kind.api != "ollama" \
+                else (f"{node} has no /api/tags (HTTP 404): is it an Ollama server? For "
+                      "llama.cpp, vLLM, TEI or Infinity use Node(url, api='openai')")
+            raise NodeError(hint, node=node, status=404, retryable=False,
+                            failure=Failure.NODE_FATAL)
         models = self.probe_json(reply, node, opts.model).get("models") or []
         entry = _find_model(models, opts.model)
         if entry is None:

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from .._exceptions import BadResponseError
+from .._exceptions import BadResponseError, ModelNotFoundError
 from .._outcome import Failure
 from ._base import Backend, EmbedOptions, FetchJson, NodeInfo, malformed
+from ..policy._limits import some_names
 from ._checks import check_indexes, check_rows, typical_norm
+from ._served import identify_server, other_model, served_models, serves
 
 
 class OpenAIBackend(Backend):
@@ -68,6 +70,12 @@ class OpenAIBackend(Backend):
                 info.context_length = settings.get("n_ctx") or None
             except (AttributeError, TypeError, ValueError):
                 pass
+        # llama-server answers any model name with its own model's vectors: what
+        # /v1/models lists is checked first, so output is never labelled wrongly.
+        listing = _loads_or_none((await fetch("GET", "/v1/models", None)).content)
+        models = served_models(listing)
+        if models and not serves(models, opts.model):
+            raise await self._not_served(fetch, opts.model, node, models)
         # No standard metadata route tells the dimension: embed one short text. Its norm
         # tells whether this server normalizes (llama.cpp and TEI do by default).
         reply = await fetch(
@@ -75,20 +83,40 @@ class OpenAIBackend(Backend):
                                       "encoding_format": opts.encoding,
                                       **({"dimensions": opts.dimensions} if opts.dimensions else {})}
         )
+        if reply.status == 404:
+            kind = await identify_server(fetch, node)
+            if kind is None or kind.api != "ollama":  # Ollama: `ollama pull` is the hint
+                raise self.classify_reply(reply, node, opts.model)
+            raise Backend.missing_model(self, opts.model, node, self.error_message(reply.content))
         if reply.status != 200:
             raise self.classify_reply(reply, node, opts.model)
         vector = self.parse_embed(reply.content, 1, node)
         info.dimension, info.norm = int(vector.shape[1]), typical_norm(vector)
         if opts.dimensions is None:
-            await self._check_model_dimension(fetch, opts, node, info.dimension)
+            self._check_model_dimension(listing, opts, node, info.dimension)
         return info
 
-    async def _check_model_dimension(self, fetch: FetchJson, opts: EmbedOptions, node: str,
-                                     dimension: int) -> None:
+    async def _not_served(self, fetch: FetchJson, model: str, node: str,
+                          models: tuple[str, ...]) -> ModelNotFoundError:
+        kind = await identify_server(fetch, node)
+        if kind is not None and kind.api == "ollama":  # Ollama's /v1 lists what was pulled
+            return ModelNotFoundError(
+                f"model {model!r} not found on {node}: run `ollama pull {model}` there (it "
+                f"has: {some_names(models)})", node=node)
+        return other_model(node, model, models)
+
+    def missing_model(self, model: str, node: str, text: str,
+                      status: int | None = 404) -> ModelNotFoundError:
+        return ModelNotFoundError(
+            f"model {model!r} not found on {node} (server said: {text}): an OpenAI-compatible "
+            f"server serves the models it was started with, listed at {node}/v1/models; pass "
+            "one of them as model=, or remove the node", node=node, status=status)
+
+    def _check_model_dimension(self, listing, opts: EmbedOptions, node: str,
+                               dimension: int) -> None:
         """llama.cpp lists its model's embedding size (``meta.n_embd``) in /v1/models: a
         probe vector of another length is not one embedding per text (per-token output,
         as ``llama-server --pooling none`` sends) and must not define the fleet."""
-        listing = _loads_or_none((await fetch("GET", "/v1/models", None)).content)
         entries = listing.get("data") if isinstance(listing, dict) else None
         sizes = {entry.get("id"): (entry.get("meta") or {}).get("n_embd")
                  for entry in entries or [] if isinstance(entry, dict)}

@@ -65,43 +65,91 @@ def check_bag(bag: object) -> None:
 
 
 def embed_dataframe(settings: RouterSettings, ddf, column: str, dim: int, *,
-                    output_column: str = "embedding", on_invalid: str = "raise"):
+                    output_column: str = "embedding", on_invalid: str = "raise",
+                    prefix: str = ""):
     check_on_invalid(on_invalid)
     if column not in ddf.columns:
         raise KeyError(f"column {column!r} is not in the dataframe (columns: {list(ddf.columns)})")
     meta = ddf._meta.assign(**{output_column: pd.Series([], dtype=pd.ArrowDtype(vector_type(dim)))})
     job = new_job("embed_dataframe", f"embed_dataframe {column!r} -> {output_column!r}",
                   ddf.npartitions, unit="rows",
-                  token=tokenize(ddf, settings.fingerprint(), column, output_column, on_invalid))
+                  token=tokenize(ddf, settings.fingerprint(), column, output_column, on_invalid,
+                                 prefix))
     return ddf.map_partitions(sollol_embed_partition, settings, column, output_column, dim,
-                              on_invalid, job, meta=meta, enforce_metadata=False)
+                              on_invalid, job, prefix, stringified_values(ddf, column),
+                              meta=meta, enforce_metadata=False)
+
+
+def stringified_values(ddf, column: str) -> dict:
+    """Non-text values of ``column`` that Dask turned into text, by index label.
+
+    ``dd.from_pandas`` converts object columns to pyarrow strings (Dask's
+    ``dataframe.convert-string``), so a number 3 would reach the partition as "3" and be
+    embedded as text. The pandas frame it holds still has the original values: they are
+    found here, on the client, and put back in the partition (see ``_original``).
+    """
+    expr = getattr(ddf, "expr", None)
+    found: dict = {}
+    for node in expr.walk() if expr is not None else ():
+        frame = getattr(node, "frame", None) if type(node).__name__ == "FromPandas" else None
+        frame = getattr(frame, "_data", frame)  # dask wraps the pandas frame it holds
+        if not getattr(node, "pyarrow_strings_enabled", False) or not isinstance(frame, pd.DataFrame) \
+                or column not in frame.columns or frame[column].dtype != object:
+            continue
+        values = frame[column]
+        odd = values.map(lambda v: not isinstance(v, str) and not _missing(v))
+        found.update(values[odd.astype(bool)].items())
+    return found
+
+
+def _missing(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or array: not a missing value
+        return False
+
+
+def _original(values: list, labels: list, stringified: dict) -> list:
+    """``values`` with each text Dask made from a non-text value at its label replaced by
+    that value again (checked by its text, so a relabelled frame changes nothing)."""
+    if not stringified:
+        return values
+    out = list(values)
+    for i, (value, label) in enumerate(zip(values, labels)):
+        if label in stringified and isinstance(value, str) and value == str(stringified[label]):
+            out[i] = stringified[label]
+    return out
 
 
 def sollol_embed_partition(pdf: pd.DataFrame, settings, column, output_column, dim, on_invalid,
-                           job=None, partition_info=None) -> pd.DataFrame:
+                           job=None, prefix="", stringified=None,
+                           partition_info=None) -> pd.DataFrame:
     number = partition_info["number"] if partition_info else None
     started = time.perf_counter()
+    labels = pdf.index.tolist()
+    values = _original(pdf[column].tolist(), labels, stringified or {})
     with context_meter.meter("sollol-embed"):
-        part = embed_values(router_for(settings), pdf[column].tolist(), pdf.index.tolist(),
-                            dim, partition=number, on_invalid=on_invalid)
+        part = embed_values(router_for(settings), values, labels, dim, partition=number,
+                            on_invalid=on_invalid, prefix=prefix)
     report_part(job, number, len(pdf), time.perf_counter() - started)
     column_values = pd.arrays.ArrowExtensionArray(arrow_vectors(part))
     return pdf.assign(**{output_column: pd.Series(column_values, index=pdf.index)})
 
 
-def embed_bag(settings: RouterSettings, bag, dim: int, *, on_invalid: str = "raise"):
+def embed_bag(settings: RouterSettings, bag, dim: int, *, on_invalid: str = "raise",
+              prefix: str = ""):
     check_on_invalid(on_invalid)
     job = new_job("embed_bag", "embed_bag", bag.npartitions, unit="texts",
-                  token=tokenize(bag, settings.fingerprint(), on_invalid))
-    return bag.map_partitions(sollol_embed_bag_partition, settings, dim, on_invalid, job)
+                  token=tokenize(bag, settings.fingerprint(), on_invalid, prefix))
+    return bag.map_partitions(sollol_embed_bag_partition, settings, dim, on_invalid, job, prefix)
 
 
-def sollol_embed_bag_partition(items, settings, dim, on_invalid, job=None) -> list:
+def sollol_embed_bag_partition(items, settings, dim, on_invalid, job=None, prefix="") -> list:
     items = list(items)
     number = task_partition()  # bags give no partition_info
     started = time.perf_counter()
     part = embed_values(router_for(settings), items, list(range(len(items))), dim,
-                        partition=number, on_invalid=on_invalid)
+                        partition=number, on_invalid=on_invalid, prefix=prefix)
     report_part(job, number, len(items), time.perf_counter() - started)
     return [row.copy() if ok else None for row, ok in zip(part.matrix, part.valid)]
 

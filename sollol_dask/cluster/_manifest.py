@@ -30,14 +30,24 @@ RECORDS = "_sollol_parts"
 FORMAT = 2
 # What makes two runs' parts interchangeable; the inputs are compared on their own.
 IDENTITY_KEYS = ("model", "digest", "dimension", "options", "column", "output_column",
-                 "on_invalid", "rows_per_part")
+                 "on_invalid", "rows_per_part", "prefix")
 
 
 def manifest_for(parts: list[PartSpec], inputs: list[dict], identity: dict) -> dict:
     return {"format": FORMAT, **identity, "inputs": inputs,
-            "parts": [dataclasses.asdict(p) | {"row_groups": list(p.row_groups), "name": p.name}
-                      for p in parts],
+            "parts": [_part_record(p) for p in parts],
             "committed": {}}
+
+
+def _part_record(part: PartSpec) -> dict:
+    """A part as JSON reads it back (lists, not tuples), so plans compare equal. Without
+    partition columns the record is as before they existed: older outputs still resume."""
+    record = dataclasses.asdict(part) | {"row_groups": list(part.row_groups), "name": part.name}
+    if part.partition:
+        record["partition"] = [list(value) for value in part.partition]
+    else:
+        del record["partition"]
+    return record
 
 
 def read_manifest(fs, dst: str) -> dict | None:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from ._clients import client_for_run, current_client
 from .._exceptions import InputError, OutputError
 from ._fingerprint import UnreadableParquet, chunk_digest, footer_digest
+from ._hive import partition_columns, partition_values
 from ..policy._identity import Reference
 from ._manifest import fold_records, manifest_for, read_records, write_record
 from ._ownership import RunLock, check_disjoint
@@ -42,7 +43,7 @@ from .._settings import RouterSettings
 def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, dst: str, *,
                       column: str, output_column: str = "embedding", client=None,
                       overwrite: bool = False, rows_per_part: int = 4096, progress: bool = False,
-                      on_invalid: str = "raise",
+                      on_invalid: str = "raise", prefix: str = "",
                       install: Callable[[Any], object] | None = None) -> EmbedReport:
     """``install(client)`` puts what the run needs on the cluster it runs on (the
     facade's: worker plugin, slot broker, fleet monitor); default: ``register``."""
@@ -50,7 +51,8 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
     started = time.perf_counter()
     in_fs, paths = list_inputs(src)
     check_disjoint(src, dst, paths)
-    parts, inputs = plan_parts(in_fs, paths, column, output_column, rows_per_part)
+    parts, inputs = plan_parts(in_fs, paths, column, output_column, rows_per_part,
+                               partition_values(in_fs, src, paths))
     out_fs, out_path = fsspec.core.url_to_fs(str(dst))
     opts = settings.opts
     identity = {
@@ -59,6 +61,7 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
                     "options": opts.options},
         "column": column, "output_column": output_column, "on_invalid": on_invalid,
         "rows_per_part": rows_per_part, "normalized": reference.normalized,
+        "prefix": prefix or None,  # it changes the vectors: another prefix is another run
     }
     manifest = manifest_for(parts, inputs, identity)
     token = uuid.uuid4().hex[:8]  # names this run's job, tasks and temporary files
@@ -113,7 +116,7 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
     ``done_before``: rows of the parts kept from earlier runs (where progress starts)."""
     footers = {i["path"]: i["footer_sha256"] for i in inputs}
     schema_meta = json.dumps({k: identity[k] for k in ("model", "digest", "dimension",
-                                                       "normalized")}).encode()
+                                                       "normalized", "prefix")}).encode()
     results: list[dict] = []
     failures: list = []
     own_cluster = client is None and current_client() is None
@@ -132,7 +135,7 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
             settings=settings, out_path=out_path, column=identity["column"],
             output_column=identity["output_column"], dim=reference.dimension,
             schema_meta=schema_meta, on_invalid=identity["on_invalid"], job=token,
-            progress_topic=topic, pure=False)
+            progress_topic=topic, prefix=identity["prefix"] or "", pure=False)
         try:
             wait_for(run_client, futures, [p.index for p in todo], [p.rows for p in todo],
                      topic=topic, total=done_before + sum(p.rows for p in todo),
@@ -155,7 +158,7 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
 
 def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings, out_path: str,
                 column: str, output_column: str, dim: int, schema_meta: bytes, on_invalid: str,
-                job: str, progress_topic: str | None = None) -> dict:
+                job: str, progress_topic: str | None = None, prefix: str = "") -> dict:
     in_fs, in_path = fsspec.core.url_to_fs(spec.file)
     with context_meter.meter("sollol-read"), in_fs.open(in_path, "rb") as handle:
         try:
@@ -171,11 +174,13 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
         # What the rows were read from: a rerun compares it if the input's time moves.
         source_sha256 = chunk_digest(handle, source.metadata, spec.row_groups)
     table = table.slice(spec.start, spec.rows)
+    for field, values in partition_columns(spec.partition, spec.rows):  # from lang=en/ dirs
+        table = table.append_column(field, values)
     labels = range(spec.file_row, spec.file_row + spec.rows)
     with context_meter.meter("sollol-embed"):  # waiting on the nodes, parsing, checking
         part = embed_values(router_for(settings), table.column(column).to_pylist(), labels,
                             dim, partition=f"{spec.name} ({spec.file}, rows {spec.file_row}..)",
-                            on_invalid=on_invalid,
+                            on_invalid=on_invalid, prefix=prefix,
                             on_rows=TaskRows(progress_topic, spec.index) if progress_topic else None)
     table = table.append_column(pa.field(output_column, vector_type(dim)), arrow_vectors(part))
     metadata = dict(table.schema.metadata or {})

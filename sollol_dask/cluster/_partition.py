@@ -31,8 +31,10 @@ def check_on_invalid(on_invalid: str) -> None:
 
 def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *,
                  partition: object = None, on_invalid: str = "raise",
-                 on_rows: Callable[[int], None] | None = None) -> PartitionVectors:
-    """Embed the text values; None, NaN, "" and whitespace-only become null vectors.
+                 on_rows: Callable[[int], None] | None = None,
+                 prefix: str = "") -> PartitionVectors:
+    """Embed the text values (each after ``prefix``); None, NaN, "" and whitespace-only
+    become null vectors (a prefix alone is not a text).
 
     A value that is neither text nor missing raises ``InputError`` naming the partition
     and row, unless ``on_invalid="null"`` (then it is a null vector, counted).
@@ -46,7 +48,7 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
         if isinstance(value, str):
             if value.strip():
                 valid[i] = True
-                texts.append(value)
+                texts.append(prefix + value)
                 text_labels.append(labels[i])
             else:
                 nulls += 1

@@ -10,6 +10,7 @@ lets a rerun keep the parts that verify (see ``_resume``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import fsspec
 
@@ -25,6 +26,8 @@ class PartSpec:
     start: int  # first row within the concatenated row groups
     stop: int
     file_row: int  # row number of ``start`` within the whole input file (for errors)
+    # Hive partition columns of the file (``lang=en/``): (name, arrow type, value) each
+    partition: tuple[tuple[str, str, object], ...] = ()
 
     @property
     def name(self) -> str:
@@ -53,8 +56,10 @@ def list_inputs(src: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
 
 
 def plan_parts(fs, paths: list[str], column: str, output_column: str,
-               rows_per_part: int) -> tuple[list[PartSpec], list[dict]]:
-    """The parts to write and the inputs' fingerprints (for the manifest)."""
+               rows_per_part: int, partitions: dict[str, tuple] | None = None,
+               ) -> tuple[list[PartSpec], list[dict]]:
+    """The parts to write and the inputs' fingerprints (for the manifest);
+    ``partitions``: each file's Hive partition columns (``_hive``)."""
     if rows_per_part < 1:
         raise ConfigurationError("rows_per_part must be >= 1")
     parts: list[PartSpec] = []
@@ -70,6 +75,12 @@ def plan_parts(fs, paths: list[str], column: str, output_column: str,
             raise ConfigurationError(
                 f"{path} already has a column {output_column!r}: choose another output_column")
         inputs.append(fingerprint)
+        hive = (partitions or {}).get(path, ())
+        if output_column in {name for name, _, _ in hive}:
+            raise ConfigurationError(
+                f"{path} has a partition column {output_column!r} (its directory name): "
+                "choose another output_column")
+        new_part = functools.partial(PartSpec, partition=hive)
         groups: list[int] = []
         group_rows = 0
         file_row = 0
@@ -77,22 +88,22 @@ def plan_parts(fs, paths: list[str], column: str, output_column: str,
             n = meta.row_group(g).num_rows
             if n > 2 * rows_per_part:  # slice a huge row group on its own
                 if groups:
-                    parts.append(PartSpec(len(parts), path, tuple(groups), 0, group_rows,
+                    parts.append(new_part(len(parts), path, tuple(groups), 0, group_rows,
                                           file_row - group_rows))
                     groups, group_rows = [], 0
                 for start in range(0, n, rows_per_part):
                     stop = min(n, start + rows_per_part)
-                    parts.append(PartSpec(len(parts), path, (g,), start, stop, file_row + start))
+                    parts.append(new_part(len(parts), path, (g,), start, stop, file_row + start))
                 file_row += n
                 continue
             groups.append(g)
             group_rows += n
             file_row += n
             if group_rows >= rows_per_part:
-                parts.append(PartSpec(len(parts), path, tuple(groups), 0, group_rows,
+                parts.append(new_part(len(parts), path, tuple(groups), 0, group_rows,
                                       file_row - group_rows))
                 groups, group_rows = [], 0
         if groups:
-            parts.append(PartSpec(len(parts), path, tuple(groups), 0, group_rows,
+            parts.append(new_part(len(parts), path, tuple(groups), 0, group_rows,
                                   file_row - group_rows))
     return parts, inputs

@@ -79,6 +79,10 @@ class Fleet:
             missing = [r for r in results if isinstance(r, ModelNotFoundError)]
             if missing and len(missing) == len(results):
                 model = self.settings.opts.model
+                if any(self.nodes[n].api != "ollama" for n in names):  # each its own fix
+                    raise ModelNotFoundError(
+                        f"model {model!r} is on none of the nodes: "
+                        + "; ".join(clip(str(m)) for m in missing), node=names[0])
                 raise ModelNotFoundError(
                     f"model {model!r} is on none of the nodes ({', '.join(names)}): run "
                     f"`ollama pull {model}` on them, or check the model name", node=names[0])

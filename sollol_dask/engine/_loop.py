@@ -51,6 +51,11 @@ class LoopThread:
             future.cancel()
             raise
 
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the loop without waiting: another event loop awaits it with
+        ``asyncio.wrap_future`` (cancelling that cancels ``coro``)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
     def shutdown(self, cleanup: Coroutine[Any, Any, Any], timeout: float = 10.0) -> None:
         """Run ``cleanup`` on the loop, then stop the loop and its thread.
 

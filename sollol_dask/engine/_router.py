@@ -95,6 +95,16 @@ class Router:
         ``tick()``: called in this thread about twice a second while it waits."""
         return self._run(self.aembed(texts, row_ids, on_rows), tick)
 
+    async def embed_async(self, texts: Sequence[str], row_ids: Sequence | None = None,
+                          ) -> np.ndarray:
+        """``embed`` for a caller on another event loop (a notebook's): the work runs on
+        the router's loop thread, the caller's loop stays free while it waits."""
+        try:
+            return await asyncio.wrap_future(self._thread().submit(self.aembed(texts, row_ids)))
+        finally:
+            for message in self.fleet.take_warnings():
+                warnings.warn(message, FleetWarning, stacklevel=3)
+
     def check_fleet(self) -> Reference:
         """Probe every node now (if not done yet) and return the run's dimension/digest."""
         return self._run(self.fleet.ready())

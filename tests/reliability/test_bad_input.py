@@ -96,3 +96,33 @@ def test_wrong_collection_types_say_what_to_pass(sims):
         # the right types still work, and nothing was sent for the wrong ones
         assert node.counters.requests == 0
         assert emb.embed_bag(db.from_sequence(["a"])).compute()[0].shape == (768,)
+
+
+def test_numbers_in_an_object_column_are_refused_not_embedded_as_text(sims):
+    # dd.from_pandas turns object columns into pyarrow strings: 3 would arrive as "3".
+    node = sims("gpu")
+    pdf = pd.DataFrame({"text": ["a", "b", 3, 4.5, None, "c"]}, dtype=object)
+    ddf = dd.from_pandas(pdf, npartitions=2)  # rows 0-2 and 3-5
+    assert str(ddf["text"].dtype) == "string"  # what Dask made of it
+    emb = sd.Embedder([node.url], model=MODEL)
+    for value, partition, row, shown in ((3, 0, 2, "int (3)"), (4.5, 1, 3, "float (4.5)")):
+        one = pdf.where(pdf.map(lambda v: isinstance(v, str) or v is None or v == value), "x")
+        with pytest.raises(sd.InputError) as info:
+            emb.embed_dataframe(dd.from_pandas(one, npartitions=2), "text").compute(
+                scheduler="sync")
+        assert str(info.value) == (
+            f"partition {partition}, row {row}: value is {shown}, not text: convert the column "
+            "to strings, or pass on_invalid='null' to embed it as null")
+        assert (info.value.partition, info.value.row) == (partition, row)
+
+    out = emb.embed_dataframe(ddf, "text", on_invalid="null").compute(scheduler="sync")
+    assert out["embedding"].isna().tolist() == [False, False, True, True, True, False]
+    assert np.array_equal(np.stack(out["embedding"][[0, 1, 5]].to_numpy()),
+                          sim_vectors(MODEL, ["a", "b", "c"], 768))
+    assert out["text"].tolist()[:2] == ["a", "b"]  # the user's column is left as Dask made it
+    # A column that really holds the text "3" is text, and is embedded.
+    texts = dd.from_pandas(pd.DataFrame({"text": ["3", "4.5"]}), npartitions=1)
+    out = emb.embed_dataframe(texts, "text").compute(scheduler="sync")
+    assert np.array_equal(np.stack(out["embedding"].to_numpy()),
+                          sim_vectors(MODEL, ["3", "4.5"], 768))
+    emb.close()
