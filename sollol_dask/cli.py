@@ -334,7 +334,7 @@ def _add_sim(sub, common) -> None:
                    help="the model it serves (default: nomic-embed-text)")
     p.add_argument("--dimension", type=_types.positive_int, default=768,
                    help="vector length (default: 768)")
-    p.add_argument("--load-seconds", type=_types.positive_float,
+    p.add_argument("--load-seconds", type=_types.non_negative_float,
                    help="cold model load time (default: the profile's)")
     p.add_argument("--slots", type=_types.positive_int,
                    help="parallel slots, as llama.cpp's -np (default: the profile's)")

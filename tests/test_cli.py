@@ -179,3 +179,12 @@ def test_an_unexpected_error_is_still_one_line_last(capsys, tmp_path, monkeypatc
     assert code == 1
     assert err == ("sollol-dask: error: RuntimeError: something nobody planned for\n"
                    "  with a second line\n  (run again with -v to see where it happened)\n")
+
+
+def test_sim_flags_take_what_the_sims_in_tests_and_benchmarks_pass(capsys):
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    args = sub.choices["sim"].parse_args(["--load-seconds", "0", "--port", "0",
+                                          "--dimension", "16", "--die-after", "0"])
+    assert (args.load_seconds, args.port, args.dimension, args.die_after) == (0.0, 0, 16, 0)
+    code, _, err = run(capsys, "sim", "--port", "70000")
+    assert code == 2 and err.endswith("error: argument --port: a port is 0-65535, not 70000\n")

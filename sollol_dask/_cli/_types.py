@@ -40,6 +40,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, not {text}")
+    return value
+
+
 def keep_alive(text: str) -> str:
     """An Ollama ``keep_alive`` duration: ``10m``, ``1h30m``, ``-1m`` (stay loaded), ``0``."""
     if text == "0" or _GO_DURATION.fullmatch(text):
