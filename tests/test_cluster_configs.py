@@ -4,6 +4,7 @@ run it (sshd), else against the official schemas (see cluster-configs/README.md)
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -54,3 +55,121 @@ def test_ssh_config_embeds_through_a_real_sshd(tmp_path, sims):
     assert len(out) == 600 and out["embedding"].map(len).eq(768).all()
     # The scheduler and the worker were both started through sshd with the test's key.
     assert accepted >= 2
+
+
+# -- validated by schema: no Kubernetes cluster or container runtime runs here ----------
+
+def _strict(schema):
+    """A CRD's schema as the API server applies it: fields it does not declare are pruned
+    (silently dropped), so here they are errors."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [_strict(v) for v in schema]
+    return schema
+
+
+def _crd_schema(kind: str) -> dict:
+    import dask_kubernetes
+    import yaml
+
+    crds = Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm" / \
+        "dask-kubernetes-operator" / "crds"
+    crd = yaml.safe_load((crds / f"{kind.lower()}.yaml").read_text())
+    assert crd["spec"]["names"]["kind"] == kind
+    version = crd["spec"]["versions"][0]
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    # apiVersion, kind and metadata are implied at the top; the API version must be the CRD's
+    schema.pop("additionalProperties", None)
+    schema["properties"]["apiVersion"] = {"const": f"{crd['spec']['group']}/{version['name']}"}
+    schema["properties"]["kind"] = {"const": kind}
+    return schema
+
+
+def _k8s_documents() -> list[tuple[str, dict]]:
+    import yaml
+
+    return [(path.name, doc) for path in sorted((CONFIGS / "kubernetes").glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+K8S_VERSION = "1.33"
+
+
+def test_kubernetes_manifests_match_the_operator_crds_and_kubernetes_schemas():
+    import jsonschema
+    import kubernetes_validate
+
+    docs = _k8s_documents()
+    kinds = sorted(doc["kind"] for _, doc in docs)
+    assert kinds == ["DaskCluster", "Job", "Namespace", "Service", "StatefulSet"]
+    for name, doc in docs:
+        if doc["kind"] == "DaskCluster":
+            jsonschema.validate(doc, _crd_schema("DaskCluster"))
+            # The pod specs inside are Kubernetes PodSpecs: check them as Pods.
+            for part in ("scheduler", "worker"):
+                pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": part},
+                       "spec": doc["spec"][part]["spec"]}
+                kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+            service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                       "spec": doc["spec"]["scheduler"]["service"]}
+            kubernetes_validate.validate(service, K8S_VERSION, strict=True)
+        else:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_kubernetes_check_would_catch_a_wrong_field():
+    import jsonschema
+    import kubernetes_validate
+
+    docs = dict((doc["kind"], doc) for _, doc in _k8s_documents())
+    bad = {**docs["DaskCluster"], "spec": {**docs["DaskCluster"]["spec"], "workers": {}}}
+    with pytest.raises(jsonschema.ValidationError, match="'workers' was unexpected"):
+        jsonschema.validate(bad, _crd_schema("DaskCluster"))
+    statefulset = docs["StatefulSet"]
+    bad = {**statefulset, "spec": {**statefulset["spec"], "replica": 2}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+def test_kubernetes_configs_wire_the_preload_and_the_ollama_pods_together():
+    docs = dict((doc["kind"], doc) for _, doc in _k8s_documents())
+    scheduler = docs["DaskCluster"]["spec"]["scheduler"]["spec"]["containers"][0]
+    assert scheduler["args"][:4] == ["dask", "scheduler", "--preload",
+                                     "sollol_dask.dashboard.preload"]
+    ollama = docs["StatefulSet"]["spec"]
+    urls = [f"http://ollama-{i}.ollama:11434" for i in range(ollama["replicas"])]
+    worker = docs["DaskCluster"]["spec"]["worker"]["spec"]["containers"][0]
+    assert worker["env"] == [{"name": "SOLLOL_NODES", "value": ",".join(urls)}]
+    assert docs["Service"]["spec"]["clusterIP"] == "None"  # each pod its own name
+    assert "ollama pull nomic-embed-text" in ollama["template"]["spec"]["initContainers"][0]["args"][0]
+
+
+def _compose() -> dict:
+    import yaml
+
+    return yaml.safe_load((CONFIGS / "docker-compose" / "compose.yaml").read_text())
+
+
+def test_compose_file_matches_the_compose_specification_schema():
+    import json
+
+    import jsonschema
+
+    schema = json.loads((CONFIGS / "docker-compose" / "compose-spec.schema.json").read_text())
+    compose = _compose()
+    jsonschema.validate(compose, schema)
+    bad = {**compose, "services": {**compose["services"], "worker": {
+        **compose["services"]["worker"], "replicas": 2}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    services = compose["services"]
+    assert services["scheduler"]["command"][1:] == ["scheduler", "--preload",
+                                                    "sollol_dask.dashboard.preload"]
+    assert services["worker"]["environment"]["SOLLOL_NODES"] == \
+        "http://ollama-1:11434,http://ollama-2:11434"
+    assert services["worker"]["depends_on"]["pull-model"]["condition"] == \
+        "service_completed_successfully"
