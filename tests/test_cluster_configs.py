@@ -173,3 +173,69 @@ def test_compose_file_matches_the_compose_specification_schema():
         "http://ollama-1:11434,http://ollama-2:11434"
     assert services["worker"]["depends_on"]["pull-model"]["condition"] == \
         "service_completed_successfully"
+
+
+# -- slurm: no slurmctld here (see cluster-configs/README.md); the job scripts are run --------
+
+def _slurm_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "slurm_cluster", CONFIGS / "slurm" / "slurm_cluster.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(300)
+def test_slurm_cluster_job_script_runs_a_worker_that_embeds(tmp_path, sims):
+    from distributed import Client
+
+    import sollol_dask as sd
+
+    from .conftest import stop_process_groups
+
+    slurm = _slurm_module()
+    nodes = [sims("gpu"), sims("gpu")]
+    corpus = _corpus(tmp_path / "corpus")
+    args = slurm.parse([str(corpus), str(tmp_path / "out"), "--host", "127.0.0.1",
+                        "--scheduler-port", "0", "--dashboard-port", "0",
+                        *[a for node in nodes for a in ("--node", node.url)]])
+    with slurm.make_cluster(args) as cluster:
+        script = cluster.job_script()
+        assert "#SBATCH --cpus-per-task=2" in script and "#SBATCH -t 04:00:00" in script
+        (tmp_path / "job.sh").write_text(script)
+        # What sbatch would run on a compute node: the script itself, with bash.
+        job = subprocess.Popen(["bash", str(tmp_path / "job.sh")], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with Client(cluster) as client:
+                client.wait_for_workers(1, timeout=120)
+                with sd.Embedder([n.url for n in nodes], model=MODEL) as emb:
+                    report = emb.embed_parquet(str(corpus), str(tmp_path / "out"),
+                                               client=client)
+        finally:
+            stop_process_groups([job])
+    assert report.rows == report.embedded == 600
+
+
+@pytest.mark.timeout(300)
+def test_sbatch_script_runs_scheduler_workers_and_embedding(tmp_path, sims):
+    nodes = [sims("gpu"), sims("gpu")]
+    corpus = _corpus(tmp_path / "corpus")
+    # srun stand-in: runs the command on this machine (drops srun's own options)
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\n'
+                               'exec "$@"\n')
+    (shim / "srun").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "2", "CORPUS": str(corpus),
+           "OUT": str(tmp_path / "out"), "SCHEDULER_FILE": str(tmp_path / "sched.json"),
+           "SCHEDULER_PORT": "0", "DASHBOARD_PORT": "0", "MODEL": MODEL}
+    run = subprocess.run(["bash", str(CONFIGS / "slurm" / "dask-sbatch.sh"),
+                          *[n.url for n in nodes]], env=env, capture_output=True, text=True,
+                         timeout=240, cwd=tmp_path, start_new_session=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "600 in corpus; 600 written now, 600 embedded" in run.stdout, run.stdout
+    assert len(pd.read_parquet(tmp_path / "out")) == 600
