@@ -239,3 +239,16 @@ def test_sbatch_script_runs_scheduler_workers_and_embedding(tmp_path, sims):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "600 in corpus; 600 written now, 600 embedded" in run.stdout, run.stdout
     assert len(pd.read_parquet(tmp_path / "out")) == 600
+
+
+def test_dockerfile_installs_what_the_readme_says():
+    readme = (CONFIGS / "README.md").read_text()
+    dockerfile = (CONFIGS / "Dockerfile").read_text()
+    assert "pip install . s3fs asyncssh" in readme
+    run = [line for line in dockerfile.splitlines() if line.startswith("RUN ")]
+    assert run == ["RUN pip install --no-cache-dir /src s3fs asyncssh"]
+    # what is copied to /src is what `pip install .` builds from
+    assert "COPY pyproject.toml README.md /src/" in dockerfile
+    assert "COPY sollol_dask /src/sollol_dask" in dockerfile
+    for config in ("kubernetes/daskcluster.yaml", "docker-compose/compose.yaml"):
+        assert "sollol-dask:0.1.0" in (CONFIGS / config).read_text()
