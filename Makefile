@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install test demo bench llama-server browser clean
+.PHONY: install test demo bench llama-server browser nginx sshd clean
 
 install: $(STAMP)
 
@@ -24,13 +24,23 @@ browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-test: install llama-server browser
+# nginx from Debian: the TLS proxy of the HTTP/2 vs HTTP/1.1 benchmark.
+nginx:
+	test -x /usr/sbin/nginx || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
+
+# OpenSSH's server and client from Debian: cluster-configs/ssh is checked through a real sshd.
+sshd:
+	test -x /usr/sbin/sshd && command -v ssh >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client; }
+
+test: install llama-server browser sshd
 	$(PY) -m pytest -q tests
 
 demo: install
 	$(VENV)/bin/sollol-dask demo
 
-bench: install llama-server
+bench: install llama-server nginx
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m benchmarks
 

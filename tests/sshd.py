@@ -1,0 +1,58 @@
+"""OpenSSH's sshd from Debian on 127.0.0.1, with a host key and a client key made for the test."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+class Sshd:
+    def __init__(self, directory: Path) -> None:
+        if not SSHD.exists() or shutil.which("ssh-keygen") is None:
+            raise RuntimeError("sshd is missing: run `make sshd` (apt-get install openssh-server)")
+        self.dir = directory
+        self.key = directory / "client_key"
+        for name in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                            str(directory / name)], check=True)
+        (directory / "authorized_keys").write_text((directory / "client_key.pub").read_text())
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log = directory / "sshd.log"
+        config = directory / "sshd_config"
+        config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {directory}/host_key\n"
+            f"AuthorizedKeysFile {directory}/authorized_keys\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+            "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
+            f"PidFile {directory}/sshd.pid\n")
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+        self.proc = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(self.log)])
+        deadline = time.monotonic() + 10
+        while True:  # readiness of an external process: its port accepts, with a deadline
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {self.log.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("sshd did not listen within 10 s") from None
+                time.sleep(0.05)
+
+    def accepted(self) -> int:
+        """How many SSH logins sshd accepted with the test's key."""
+        return self.log.read_text().count("Accepted publickey")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
