@@ -26,6 +26,7 @@ from ..policy._balancer import SlotBalancer
 from ..policy._identity import Reference
 from ._endpoint import Endpoint, PoolFactory
 from ._fleet import Fleet
+from ._job import JobResult
 from ._runner import JobRunner
 from ._loop import LoopThread
 from ._slots import LocalSlots, SlotSource
@@ -87,6 +88,11 @@ class Router:
     def embed(self, texts: Sequence[str], row_ids: Sequence | None = None) -> np.ndarray:
         """Vectors for ``texts`` as float32 ``(len(texts), dim)``, rows in input order."""
         return self._run(self.aembed(texts, row_ids))
+
+    def embed_rows(self, texts: Sequence, row_ids: Sequence | None = None) -> JobResult:
+        """Like ``embed``, but a row that cannot be embedded for a reason of its own is
+        returned as a row error (a zero row) instead of failing the call (``_runner``)."""
+        return self._run(self.jobs.arun(texts, row_ids, record=True))
 
     def check_fleet(self) -> Reference:
         """Probe every node now (if not done yet) and return the run's dimension/digest."""
