@@ -75,8 +75,13 @@ def _add_embed(sub) -> None:
     p.add_argument("--rows-per-part", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=None,
                    help="texts per request at most (default 512; nodes get ~1 s of work each)")
-    p.add_argument("--on-invalid", choices=("raise", "null"), default="raise",
-                   help="non-text values: fail naming the row (default) or embed as null")
+    p.add_argument("--on-invalid", choices=("record", "raise", "null"), default="record",
+                   help="rows that cannot be embedded (not text, invalid Unicode, too long, "
+                        "answered wrongly): null vector + listed in DST/_errors (record, the "
+                        "default); fail naming the row (raise); null non-text values (null)")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="also embed again the rows DST/_errors lists (nothing else written "
+                        "is recomputed)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(run=_run_embed)
 
@@ -96,7 +101,8 @@ def _run_embed(args) -> int:
         report = emb.embed_parquet(args.src, args.dst, column=args.column,
                                    output_column=args.output_column, client=args.scheduler,
                                    overwrite=args.overwrite, rows_per_part=args.rows_per_part,
-                                   progress=args.progress, on_invalid=args.on_invalid)
+                                   progress=args.progress, on_invalid=args.on_invalid,
+                                   retry_errors=args.retry_errors)
     print(report)
     return 0
 

@@ -29,9 +29,11 @@ from ._clients import client_for_run
 from .._exceptions import InputError, OutputError
 from ._fingerprint import UnreadableParquet, chunk_digest, footer_digest
 from ..policy._identity import Reference
+from ._errors import errors_table, write_errors
 from ._manifest import fold_records, manifest_for, read_records, write_record
 from ._ownership import RunLock, check_disjoint
-from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
+from ._patch import patch_part
+from ._partition import arrow_vectors, check_on_invalid, column_values, embed_values, vector_type
 from ._plan import PartSpec, list_inputs, plan_parts
 from ._plugin import JOBS_TOPIC, existing_router, register, router_for
 from .._report import EmbedReport
@@ -42,10 +44,11 @@ from .._settings import RouterSettings
 def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, dst: str, *,
                       column: str, output_column: str = "embedding", client=None,
                       overwrite: bool = False, rows_per_part: int = 4096, progress: bool = False,
-                      on_invalid: str = "raise",
+                      on_invalid: str = "raise", retry_errors: bool = False,
                       install: Callable[[Any], object] | None = None) -> EmbedReport:
     """``install(client)`` puts what the run needs on the cluster it runs on (the
-    facade's: worker plugin, slot broker, fleet monitor); default: ``register``."""
+    facade's: worker plugin, slot broker, fleet monitor); default: ``register``.
+    ``retry_errors``: also embed again the rows committed parts list in ``_errors``."""
     check_on_invalid(on_invalid)
     started = time.perf_counter()
     in_fs, paths = list_inputs(src)
@@ -75,14 +78,18 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         except OSError as exc:
             raise OutputError(f"cannot prepare {dst} for the run: {exc}. Fix its permissions, "
                               "then rerun") from exc
+        retry = [p for p in parts if retry_errors
+                 and (prepared.committed.get(p.name) or {}).get("row_errors")]
+        node_tokens: dict[str, int] = {}
         try:
             results, failures, per_node, dashboard = _compute(
                 prepared.todo, inputs, settings, reference, identity, str(dst), out_path, token,
-                client, progress, install)
+                client, progress, install,
+                retry=[(p, prepared.committed[p.name]) for p in retry], node_tokens=node_tokens)
         finally:  # also on failure or Ctrl-C: what was committed is kept in the manifest
             fold_records(out_fs, out_path, manifest,
                          {**prepared.committed, **read_records(out_fs, out_path)}, token)
-    todo, skipped = prepared.todo, len(prepared.committed)
+    todo, skipped = prepared.todo, len(prepared.committed) - len(retry)
     if failures:
         spec, error = failures[0]
         error.add_note(
@@ -99,14 +106,21 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         parts_written=len(results), parts_skipped=skipped,
         seconds=time.perf_counter() - started, per_node=per_node, dashboard=dashboard,
         parts_recomputed=len(prepared.recomputed),
+        row_errors=dict(sum((Counter(r.get("row_errors", {})) for r in results), Counter())),
+        rows_retried=sum(r.get("retried", 0) for r in results),
+        tokens=sum(r.get("tokens", 0) for r in results),
+        per_node_tokens=node_tokens,
     )
 
 
 def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
              reference: Reference, identity: dict, output: str, out_path: str, token: str,
              client, progress: bool, install: Callable[[Any], object] | None = None,
+             retry: list[tuple[PartSpec, dict]] = (), node_tokens: dict | None = None,
              ) -> tuple[list[dict], list, dict[str, int], str | None]:
-    """Run one task per part on the cluster: (results, failures, texts per node, dashboard)."""
+    """Run one task per part on the cluster: (results, failures, texts per node, dashboard).
+    ``retry``: committed parts whose listed row errors are embedded again; ``node_tokens``
+    is filled with the tokens each node reported during the run."""
     footers = {i["path"]: i["footer_sha256"] for i in inputs}
     schema_meta = json.dumps({k: identity[k] for k in ("model", "digest", "dimension",
                                                        "normalized")}).encode()
@@ -118,6 +132,7 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
         else:
             register(run_client, settings)
         before = _node_texts(run_client, settings)
+        tokens_before = _node_tokens(run_client, settings)
         run_client.log_event(JOBS_TOPIC, {"kind": "start", "job": token, "output": output,
                                           "rows": sum(p.rows for p in todo), "parts": len(todo)})
         futures = run_client.map(
@@ -126,6 +141,14 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
             settings=settings, out_path=out_path, column=identity["column"],
             output_column=identity["output_column"], dim=reference.dimension,
             schema_meta=schema_meta, on_invalid=identity["on_invalid"], job=token, pure=False)
+        if retry:
+            futures += run_client.map(
+                patch_part, [s for s, _ in retry], [r for _, r in retry],
+                key=[f"sollol-retry-part-{token}-{s.index}" for s, _ in retry],
+                settings=settings, out_path=out_path, column=identity["column"],
+                output_column=identity["output_column"], dim=reference.dimension,
+                on_invalid=identity["on_invalid"], job=token, pure=False)
+            todo = [*todo, *(s for s, _ in retry)]
         try:
             if progress:
                 distributed.progress(futures)
@@ -139,6 +162,9 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
             else:
                 failures.append((spec, future.exception()))
         per_node = _diff(_node_texts(run_client, settings), before)
+        if node_tokens is not None:
+            node_tokens.update((n, t) for n, t in _diff(_node_tokens(run_client, settings),
+                                                        tokens_before).items() if t)
         dashboard = getattr(run_client, "dashboard_link", None)
     return results, failures, per_node, dashboard
 
@@ -163,18 +189,28 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
     table = table.slice(spec.start, spec.rows)
     labels = range(spec.file_row, spec.file_row + spec.rows)
     with context_meter.meter("sollol-embed"):  # waiting on the nodes, parsing, checking
-        part = embed_values(router_for(settings), table.column(column).to_pylist(), labels,
+        part = embed_values(router_for(settings), column_values(table.column(column)), labels,
                             dim, partition=f"{spec.name} ({spec.file}, rows {spec.file_row}..)",
                             on_invalid=on_invalid)
     table = table.append_column(pa.field(output_column, vector_type(dim)), arrow_vectors(part))
     metadata = dict(table.schema.metadata or {})
     metadata[METADATA_KEY] = schema_meta
     table = table.replace_schema_metadata(metadata)
+    errors = errors_table(part.errors, spec.file, spec.name)
+    commit_part(table, errors, spec, out_path, job, source_sha256)
+    return {"name": spec.name, "rows": spec.rows, "embedded": int(part.valid.sum()),
+            "null_rows": part.null_rows, "invalid_rows": part.invalid_rows,
+            "row_errors": dict(Counter(e.reason for e in part.errors)), "tokens": part.tokens}
+
+
+def commit_part(table: pa.Table, errors: pa.Table, spec: PartSpec, out_path: str, job: str,
+                source_sha256: str | None) -> None:
+    """Write a part's file and its row errors so that the part exists whole or not at all."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     data = sink.getvalue()
     record = {"rows": spec.rows, "size": data.size, "sha256": hashlib.sha256(data).hexdigest(),
-              "source_sha256": source_sha256, "run": job}
+              "source_sha256": source_sha256, "run": job, "row_errors": errors.num_rows}
     out_fs, _ = fsspec.core.url_to_fs(out_path)
     final = f"{out_path}/{spec.name}"
     tmp = f"{out_path}/.{spec.name}.{job}-{uuid.uuid4().hex[:8]}.tmp"  # this run's own name
@@ -182,8 +218,9 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
         with context_meter.meter("sollol-write"):
             with out_fs.open(tmp, "wb") as handle:
                 handle.write(data)
-            # The record first: a part in place always has its record; a record alone
-            # (killed before the rename) only means the part is computed again.
+            # The row errors, then the record, then the part: a part in place always has
+            # both; a record alone (killed before the rename) only means recompute.
+            write_errors(out_fs, out_path, spec.name, errors, job)
             write_record(out_fs, out_path, spec.name, record, job)
             out_fs.mv(tmp, final)  # atomic rename: the part exists whole or not at all
     except OSError as exc:
@@ -192,9 +229,8 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
         raise OutputError(f"cannot write {final}: {exc}. Free space or fix permissions, then "
                           "rerun: finished parts are kept") from exc
     with contextlib.suppress(ValueError):  # ValueError: not on a Dask worker
-        get_worker().log_event(JOBS_TOPIC, {"kind": "part", "job": job, "rows": spec.rows})
-    return {"name": spec.name, "rows": spec.rows, "embedded": int(part.valid.sum()),
-            "null_rows": part.null_rows, "invalid_rows": part.invalid_rows}
+        get_worker().log_event(JOBS_TOPIC, {"kind": "part", "job": job, "rows": spec.rows,
+                                            "row_errors": errors.num_rows})
 
 
 def _node_texts(client, settings: RouterSettings) -> Counter:
@@ -208,6 +244,19 @@ def _node_texts(client, settings: RouterSettings) -> Counter:
 def _worker_node_texts(settings: RouterSettings, dask_worker=None) -> dict[str, int]:
     router = existing_router(settings, dask_worker)
     return {} if router is None else {s["node"]: s["texts"] for s in router.snapshot()}
+
+
+def _node_tokens(client, settings: RouterSettings) -> Counter:
+    """Tokens the nodes reported so far, summed over every worker's router."""
+    totals: Counter = Counter()
+    for stats in client.run(_worker_node_tokens, settings).values():
+        totals.update(stats)
+    return totals
+
+
+def _worker_node_tokens(settings: RouterSettings, dask_worker=None) -> dict[str, int]:
+    router = existing_router(settings, dask_worker)
+    return {} if router is None else {s["node"]: s["tokens"] for s in router.snapshot()}
 
 
 def _diff(after: Counter, before: Counter) -> dict[str, int]:

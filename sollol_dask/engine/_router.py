@@ -89,10 +89,12 @@ class Router:
         """Vectors for ``texts`` as float32 ``(len(texts), dim)``, rows in input order."""
         return self._run(self.aembed(texts, row_ids))
 
-    def embed_rows(self, texts: Sequence, row_ids: Sequence | None = None) -> JobResult:
-        """Like ``embed``, but a row that cannot be embedded for a reason of its own is
-        returned as a row error (a zero row) instead of failing the call (``_runner``)."""
-        return self._run(self.jobs.arun(texts, row_ids, record=True))
+    def embed_rows(self, texts: Sequence, row_ids: Sequence | None = None, *,
+                   record: bool = True) -> JobResult:
+        """``embed`` with the tokens the servers reported; with ``record``, a row that
+        cannot be embedded for a reason of its own is returned as a row error (a zero
+        row) instead of failing the call (see ``_runner``)."""
+        return self._run(self.jobs.arun(texts, row_ids, record=record))
 
     def check_fleet(self) -> Reference:
         """Probe every node now (if not done yet) and return the run's dimension/digest."""
