@@ -79,6 +79,10 @@ def _add_embed(sub) -> None:
                    help="rows that cannot be embedded (not text, invalid Unicode, too long, "
                         "answered wrongly): null vector + listed in DST/_errors (record, the "
                         "default); fail naming the row (raise); null non-text values (null)")
+    p.add_argument("--length-policy", choices=("truncate", "reject"), default=None,
+                   help="texts longer than the model's context: the server cuts them "
+                        "(truncate, Ollama's default) or they are row errors naming their "
+                        "length (reject)")
     p.add_argument("--retry-errors", action="store_true",
                    help="also embed again the rows DST/_errors lists (nothing else written "
                         "is recomputed)")
@@ -97,7 +101,9 @@ def _run_embed(args) -> int:
                  for n in resolve_nodes(nodes)]
     verify = False if args.insecure else (args.ca_bundle or None)  # None: dask.config
     _quiet_lost_scheduler()
-    with Embedder(nodes, model=args.model, batch_size=args.batch_size, verify=verify) as emb:
+    truncate = None if args.length_policy is None else args.length_policy == "truncate"
+    with Embedder(nodes, model=args.model, batch_size=args.batch_size, verify=verify,
+                  truncate=truncate) as emb:
         report = emb.embed_parquet(args.src, args.dst, column=args.column,
                                    output_column=args.output_column, client=args.scheduler,
                                    overwrite=args.overwrite, rows_per_part=args.rows_per_part,

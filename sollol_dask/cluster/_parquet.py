@@ -9,8 +9,6 @@ file exists whole or not at all. The run holds the output's lock throughout
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import time
 import uuid
@@ -20,7 +18,6 @@ from typing import Any
 
 import distributed
 import fsspec
-from distributed import get_worker
 from distributed.metrics import context_meter
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,8 +26,9 @@ from ._clients import client_for_run
 from .._exceptions import InputError, OutputError
 from ._fingerprint import UnreadableParquet, chunk_digest, footer_digest
 from ..policy._identity import Reference
-from ._errors import errors_table, write_errors
-from ._manifest import fold_records, manifest_for, read_records, write_record
+from ._commit import commit_part
+from ._errors import errors_table
+from ._manifest import fold_records, manifest_for, read_records
 from ._ownership import RunLock, check_disjoint
 from ._patch import patch_part
 from ._partition import arrow_vectors, check_on_invalid, column_values, embed_values, vector_type
@@ -201,36 +199,6 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
     return {"name": spec.name, "rows": spec.rows, "embedded": int(part.valid.sum()),
             "null_rows": part.null_rows, "invalid_rows": part.invalid_rows,
             "row_errors": dict(Counter(e.reason for e in part.errors)), "tokens": part.tokens}
-
-
-def commit_part(table: pa.Table, errors: pa.Table, spec: PartSpec, out_path: str, job: str,
-                source_sha256: str | None) -> None:
-    """Write a part's file and its row errors so that the part exists whole or not at all."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    data = sink.getvalue()
-    record = {"rows": spec.rows, "size": data.size, "sha256": hashlib.sha256(data).hexdigest(),
-              "source_sha256": source_sha256, "run": job, "row_errors": errors.num_rows}
-    out_fs, _ = fsspec.core.url_to_fs(out_path)
-    final = f"{out_path}/{spec.name}"
-    tmp = f"{out_path}/.{spec.name}.{job}-{uuid.uuid4().hex[:8]}.tmp"  # this run's own name
-    try:
-        with context_meter.meter("sollol-write"):
-            with out_fs.open(tmp, "wb") as handle:
-                handle.write(data)
-            # The row errors, then the record, then the part: a part in place always has
-            # both; a record alone (killed before the rename) only means recompute.
-            write_errors(out_fs, out_path, spec.name, errors, job)
-            write_record(out_fs, out_path, spec.name, record, job)
-            out_fs.mv(tmp, final)  # atomic rename: the part exists whole or not at all
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            out_fs.rm(tmp)
-        raise OutputError(f"cannot write {final}: {exc}. Free space or fix permissions, then "
-                          "rerun: finished parts are kept") from exc
-    with contextlib.suppress(ValueError):  # ValueError: not on a Dask worker
-        get_worker().log_event(JOBS_TOPIC, {"kind": "part", "job": job, "rows": spec.rows,
-                                            "row_errors": errors.num_rows})
 
 
 def _node_texts(client, settings: RouterSettings) -> Counter:

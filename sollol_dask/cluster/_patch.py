@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from distributed.metrics import context_meter
 
 from .._exceptions import OutputError
+from ._commit import commit_part
 from ._errors import errors_table, read_errors
 from ._partition import column_values, embed_values
 from ._plan import PartSpec
@@ -27,8 +28,6 @@ from .._settings import RouterSettings
 def patch_part(spec: PartSpec, record: dict, *, settings: RouterSettings, out_path: str,
                column: str, output_column: str, dim: int, on_invalid: str, job: str) -> dict:
     """Re-embed the rows listed in the part's error file; commit the patched part."""
-    from ._parquet import commit_part  # the one way a part is written
-
     out_fs, _ = fsspec.core.url_to_fs(out_path)
     listed = read_errors(out_fs, out_path, spec.name)
     with context_meter.meter("sollol-read"), out_fs.open(f"{out_path}/{spec.name}", "rb") as f:

@@ -43,7 +43,7 @@ class FleetMonitor(SchedulerPlugin):
             if msg.get("kind") == "start":
                 self.view.job_started(msg["job"], msg["output"], msg["rows"], msg["parts"])
             elif msg.get("kind") == "part":
-                self.view.part_done(msg["job"], msg["rows"])
+                self.view.part_done(msg["job"], msg["rows"], msg.get("row_errors", 0))
 
     def remove_worker(self, scheduler, worker: str, **kwargs) -> None:
         self.view.remove_worker(worker)

@@ -64,8 +64,9 @@ def render_jobs(jobs: list[dict]) -> str:
     for j in jobs[-10:]:
         status = "done" if j["finished"] else (
             f"ETA {j['eta']:.0f} s" if j["eta"] is not None else "starting")
+        errors = f", {j['row_errors']} row errors (see _errors)" if j.get("row_errors") else ""
         lines.append(f"<li>{html.escape(j['output'])}: {j['done_rows']} / {j['rows']} rows, "
-                     f"{j['rate']:.0f} rows/s, {status}</li>")
+                     f"{j['rate']:.0f} rows/s{errors}, {status}</li>")
     return "<h3>jobs</h3><ul>" + "".join(lines) + "</ul>"
 
 

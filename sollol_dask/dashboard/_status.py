@@ -39,7 +39,10 @@ class FleetStatus:
             return f"sollol-dask fleet ({self.source}): no embedding activity reported yet"
         header = f"{'node':<30} {'state':<10} {'in flight':>9} {'texts/s':>8} {'texts':>9} " \
                  f"{'p50':>7} {'p95':>7} errors"
-        lines = [f"sollol-dask fleet ({self.source}), {self.data['fleet_rate']:.1f} texts/s",
+        lines = [f"sollol-dask fleet ({self.source}), {self.data['fleet_rate']:.1f} texts/s, "
+                 f"{self.data.get('fleet_token_rate', 0.0):.0f} tokens/s"
+                 + (f", {self.data['row_errors']} row errors"
+                    if self.data.get("row_errors") else ""),
                  header]
         for r in self.nodes:
             errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "0"
@@ -69,14 +72,16 @@ def _seconds(value) -> str:
 def render_table(rows: list[dict]) -> str:
     head = ("<table class='sollol-fleet' border='1' cellpadding='4' style='border-collapse:"
             "collapse'><tr><th>node</th><th>model</th><th>digest</th><th>state</th>"
-            "<th>in flight / cap</th><th>texts/s</th><th>texts</th><th>p50</th><th>p95</th>"
+            "<th>in flight / cap</th><th>texts/s</th><th>texts</th><th>tokens/s</th>"
+            "<th>tokens</th><th>p50</th><th>p95</th>"
             "<th>errors</th><th>VRAM</th></tr>")
     body = []
     for r in rows:
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "0"
         vram = "-" if not r.get("size") else f"{(r['size_vram'] or 0) / 2**20:.0f} / {r['size'] / 2**20:.0f} MiB"
         cells = [r["node"], r["model"], r["digest"], r["state"], f"{r['inflight']} / {r['cap']}",
-                 _num(r["rate"], "{:.1f}"), str(r["texts"]), _seconds(r["p50"]),
+                 _num(r["rate"], "{:.1f}"), str(r["texts"]), _num(r.get("token_rate")),
+                 str(r.get("tokens", 0)), _seconds(r["p50"]),
                  _seconds(r["p95"]), errors, vram]
         body.append("<tr class='sollol-node'>" + "".join(
             f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")

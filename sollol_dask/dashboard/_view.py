@@ -24,6 +24,8 @@ class FleetView:
         self.jobs: dict[str, dict] = {}
         self.events: deque[tuple[float, str]] = deque(maxlen=100)
         self.caps: dict[str, int] = {}  # cluster-wide caps, from the slot broker
+        # (time, tokens per node): tokens/s beside texts/s, sampled with ``history``
+        self.token_history: deque[tuple[float, dict[str, int]]] = deque()
 
     # -- input -----------------------------------------------------------------------
 
@@ -48,15 +50,17 @@ class FleetView:
 
     def job_started(self, job: str, output: str, rows: int, parts: int) -> None:
         self.jobs[job] = {"job": job, "output": output, "rows": rows, "parts": parts,
-                          "done_rows": 0, "done_parts": 0, "started": self.clock(),
+                          "done_rows": 0, "done_parts": 0, "row_errors": 0,
+                          "started": self.clock(),
                           "finished": None}
         self._event(f"job {job} started: {rows} rows in {parts} parts -> {output}")
 
-    def part_done(self, job: str, rows: int) -> None:
+    def part_done(self, job: str, rows: int, row_errors: int = 0) -> None:
         entry = self.jobs.get(job)
         if entry is None:
             return
         entry["done_rows"] += rows
+        entry["row_errors"] = entry.get("row_errors", 0) + row_errors
         entry["done_parts"] += 1
         if entry["done_parts"] >= entry["parts"]:
             entry["finished"] = self.clock()
@@ -66,6 +70,7 @@ class FleetView:
         self.events.append((self.clock(), text))
 
     def _sample(self) -> None:
+        self._sample_tokens()
         now = self.clock()
         if self.history and now - self.history[-1][0] < 1.0:
             self.history[-1] = (self.history[-1][0], self._texts_per_node())
@@ -74,22 +79,33 @@ class FleetView:
         while self.history and now - self.history[0][0] > HISTORY_SECONDS:
             self.history.popleft()
 
-    def _texts_per_node(self) -> dict[str, int]:
+    def _texts_per_node(self, key: str = "texts") -> dict[str, int]:
         totals: Counter = Counter()
         for nodes in self.snapshots.values():
             for n in nodes:
-                totals[n["node"]] += n["texts"]
+                totals[n["node"]] += n.get(key, 0)
         return dict(totals)
+
+    def _sample_tokens(self) -> None:
+        now, totals = self.clock(), self._texts_per_node("tokens")
+        if self.token_history and now - self.token_history[-1][0] < 1.0:
+            self.token_history[-1] = (self.token_history[-1][0], totals)
+        else:
+            self.token_history.append((now, totals))
+        while self.token_history and now - self.token_history[0][0] > HISTORY_SECONDS:
+            self.token_history.popleft()
 
     # -- output ----------------------------------------------------------------------
 
-    def rates(self) -> dict[str, float]:
-        """Texts/s per node over the last few seconds of history."""
-        if len(self.history) < 2:
+    def rates(self, history: deque | None = None) -> dict[str, float]:
+        """Texts/s per node over the last few seconds of history (or tokens/s, given
+        ``token_history``)."""
+        history = self.history if history is None else history
+        if len(history) < 2:
             return {}
-        end_t, end = self.history[-1]
-        start_t, start = self.history[0]
-        for t, totals in reversed(self.history):
+        end_t, end = history[-1]
+        start_t, start = history[0]
+        for t, totals in reversed(history):
             start_t, start = t, totals
             if end_t - t >= RATE_WINDOW:
                 break
@@ -103,12 +119,14 @@ class FleetView:
             for n in nodes:
                 row = merged.setdefault(n["node"], {
                     "node": n["node"], "model": n["model"], "digest": n.get("digest", ""),
-                    "inflight": 0, "cap": 0, "texts": 0, "requests": 0, "errors": Counter(),
+                    "inflight": 0, "cap": 0, "texts": 0, "tokens": 0, "requests": 0,
+                    "errors": Counter(),
                     "latency_counts": [0] * len(LATENCY_BUCKETS), "latency_sum": 0.0,
                     "speed": 0.0,
                     "size": n.get("size"), "size_vram": n.get("size_vram")})
                 for key in ("inflight", "texts", "requests"):
                     row[key] += n[key]
+                row["tokens"] += n.get("tokens", 0)
                 row["cap"] = max(row["cap"], n["cap"])
                 row["errors"].update(n["errors"])
                 row["latency_counts"] = [a + b for a, b in zip(row["latency_counts"],
@@ -117,6 +135,7 @@ class FleetView:
                 row["speed"] = max(row["speed"], n.get("speed") or 0.0)
                 states.setdefault(n["node"], Counter())[n["state"]] += 1
         rates = self.rates()
+        token_rates = self.rates(self.token_history)
         out = []
         for node, row in merged.items():
             seen = states[node]
@@ -124,6 +143,7 @@ class FleetView:
                 f"{state} ({count} of {sum(seen.values())} workers)" for state, count in seen.items())
             row["cap"] = self.caps.get(node, row["cap"])
             row["rate"] = rates.get(node, 0.0)
+            row["token_rate"] = token_rates.get(node, 0.0)
             row["p50"] = histogram_quantile(row["latency_counts"], 0.5)
             row["p95"] = histogram_quantile(row["latency_counts"], 0.95)
             row["errors"] = dict(row["errors"])
@@ -142,6 +162,8 @@ class FleetView:
             left = job["rows"] - job["done_rows"]
             jobs.append(dict(job, rate=rate, eta=(left / rate) if rate > 0 and left else None))
         return {"time": now, "nodes": rows, "fleet_rate": fleet_rate,
+                "fleet_token_rate": sum(r["token_rate"] for r in rows),
+                "row_errors": sum(j.get("row_errors", 0) for j in self.jobs.values()),
                 "capacity": sum(r["speed"] for r in rows if r["state"] == "up"),
                 "jobs": jobs, "events": [{"time": t, "text": x} for t, x in self.events],
                 "history": [{"time": t, "texts": totals} for t, totals in self.history]}
