@@ -261,7 +261,8 @@ class Embedder:
     def embed_parquet(self, src: str, dst: str, column: str = "text", *, client=None,
                       output_column: str = "embedding", overwrite: bool = False,
                       rows_per_part: int = 4096, progress: bool = False,
-                      on_invalid: str = "raise", prefix: str | None = None) -> EmbedReport:
+                      on_invalid: str = "record", prefix: str | None = None,
+                      retry_errors: bool = False) -> EmbedReport:
         """Embed a parquet corpus (file, directory or glob) into ``dst`` part files.
 
         Every input column is kept and ``output_column`` added. Resumable: parts that
@@ -270,6 +271,14 @@ class Embedder:
         ``overwrite=True``, which deletes only the files ``dst``'s manifest lists. The run
         holds a lock in ``dst``; ``dst`` must not overlap ``src``. Uses ``client`` (or a
         scheduler address), else the current client, else a LocalCluster started for the run.
+
+        ``on_invalid="record"`` (the default): a row that cannot be embedded for a reason of
+        its own (not text, invalid Unicode, too long with ``truncate=False``, answered
+        wrongly for that row alone) gets a null vector and is listed with its reason in
+        ``dst/_errors/<part>`` and counted in the report; ``"raise"`` fails on the first
+        non-text value, ``"null"`` nulls non-text values without a list.
+        ``retry_errors=True`` embeds again the rows listed there (and nothing else
+        already written), for instance once the servers are fixed.
         """
         _plan.list_inputs(src)  # a wrong path is reported before any node is probed
         _ownership.check_disjoint(src, dst)  # so is an output that overlaps the inputs
@@ -278,7 +287,8 @@ class Embedder:
                 self.settings, self.check_fleet(), src, dst, column=column,
                 output_column=output_column, client=client, overwrite=overwrite,
                 rows_per_part=rows_per_part, progress=progress, on_invalid=on_invalid,
-                prefix=self._prefix(prefix), install=self.register)
+                prefix=self._prefix(prefix), retry_errors=retry_errors,
+                install=self.register)
         except (FutureCancelledError, FuturesCancelledError, CommClosedError) as exc:
             if not _scheduler_lost(exc):
                 raise

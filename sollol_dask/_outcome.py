@@ -48,6 +48,7 @@ class Outcome:
 
     texts: int = 0
     seconds: float = 0.0
+    tokens: int = 0  # what the server said the request cost (0: it said nothing)
     failure: Failure | None = None  # None: success
     hard: bool = False  # the node looks unreachable (refused, timed out): eject at once
     retry_after: float | None = None  # a busy node asked for this many seconds

@@ -30,6 +30,20 @@ class EmbedReport:
     parts_recomputed: int = 0  # existed but failed verification (truncated, damaged, foreign)
     # node -> {"state", "reason", "errors": {kind: count}, "overtaken"} at the run's end
     node_states: dict[str, dict] = dataclasses.field(default_factory=dict)
+    # Rows without a vector for a reason of their own, by reason (_rows.REASONS), in the
+    # parts this run wrote; each is listed in <output>/_errors/<part>.
+    row_errors: dict[str, int] = dataclasses.field(default_factory=dict)
+    rows_retried: int = 0  # listed row errors embedded again (retry_errors=True)
+    tokens: int = 0  # as the servers reported them (Ollama prompt_eval_count, OpenAI usage)
+    per_node_tokens: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def error_rows(self) -> int:
+        return sum(self.row_errors.values())
+
+    @property
+    def token_rate(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def rate(self) -> float:
@@ -62,6 +76,17 @@ class EmbedReport:
         lines = [("output", self.output), ("model", f"{self.model} (dimension {self.dimension})"),
                  ("rows", rows), ("parts", parts),
                  ("time", f"{self.seconds:.1f} s, {self.rate:.0f} embeddings/s")]
+        if self.rows_retried:
+            lines.append(("retried", f"{self.rows_retried} rows listed in _errors"))
+        if self.row_errors:
+            why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.row_errors.items()))
+            lines.append(("row errors", f"{self.error_rows} ({why}): listed in "
+                          f"{self.output}/_errors/; rerun with --retry-errors "
+                          "(retry_errors=True) once fixed"))
+        if self.tokens:
+            per = ", ".join(f"{node} {n}" for node, n in sorted(self.per_node_tokens.items()))
+            lines.append(("tokens", f"{self.tokens} ({self.token_rate:.0f} tokens/s)"
+                          + (f"; {per}" if per else "")))
         if self.dashboard:
             lines.append(("dashboard", f"{self.dashboard.rsplit('/', 1)[0]}/sollol"))
         return lines

@@ -85,6 +85,19 @@ def test_metrics_series_match_the_run(job):
     assert "dashboard-secret" not in text
 
 
+def test_token_totals_are_what_the_sims_reported(job):
+    # The sim reports prompt_eval_count = sum(len(text) // 4 + 1) per request.
+    expected = sum(len(f"dash {i}") // 4 + 1 for i in range(800))
+    assert job["report"].tokens == expected
+    assert sum(job["report"].per_node_tokens.values()) == expected
+    assert f"tokens      {expected} (" in str(job["report"])
+    text = httpx.get(job["base"] + "/metrics").text
+    totals = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("sollol_tokens_total{")]
+    assert len(totals) == 2 and sum(totals) == expected
+    assert "sollol_tokens_per_second{" in text
+
+
 def test_status_matches_the_run(job, capsys):
     a, b = job["nodes"]
     status = job["emb"].status()

@@ -83,7 +83,8 @@ SETTINGS = {
 # API keywords of embed_parquet and their flags (for the error printer), beside SETTINGS'.
 RUN_FLAGS = {"column": "--column", "output_column": "--output-column",
              "overwrite": "--overwrite", "rows_per_part": "--rows-per-part",
-             "on_invalid": "--on-invalid", "truncate": "--truncate", "options": "--option"}
+             "on_invalid": "--on-invalid", "truncate": "--truncate", "options": "--option",
+             "retry_errors": "--retry-errors"}
 
 
 def flag_names() -> dict[str, str]:
@@ -110,9 +111,15 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
                       help="delete the parts DST's manifest lists and start over")
     io.add_argument("--rows-per-part", type=_types.positive_int, default=4096, metavar="N",
                     help="rows per output part file, one Dask task each (default: 4096)")
-    io.add_argument("--on-invalid", choices=("raise", "null"), default="raise",
-                    help="a value that is not text (a number, bytes): fail naming its row "
-                         "(raise, the default) or store a null vector (null)")
+    io.add_argument("--on-invalid", choices=("record", "raise", "null"), default="record",
+                    help="a row that cannot be embedded for a reason of its own (not text, "
+                         "invalid Unicode, too long under --no-truncate, answered wrongly by "
+                         "every node): a null vector listed with its reason in DST/_errors "
+                         "(record, the default); fail naming the row (raise); a null vector "
+                         "for non-text values only (null)")
+    io.add_argument("--retry-errors", action="store_true",
+                    help="also embed again the rows DST/_errors lists, once their cause is "
+                         "fixed; nothing else written is recomputed (default: off)")
     io.add_argument("--no-progress", dest="progress", action="store_false",
                     help="do not show the progress bar")
 
@@ -165,10 +172,16 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
             group.add_argument(s.flag, type=s.type, metavar=s.metavar, default=None,
                                help=s.help + default, **kwargs)
         if title == "what each request asks for":
-            group.add_argument("--truncate", action=argparse.BooleanOptionalAction,
-                               default=None,
-                               help="Ollama truncates a text longer than the model's context "
-                                    "(the default); --no-truncate fails naming the row")
+            length = group.add_mutually_exclusive_group()
+            length.add_argument("--truncate", action=argparse.BooleanOptionalAction,
+                                default=None,
+                                help="Ollama truncates a text longer than the model's context "
+                                     "(the default); --no-truncate makes it a row error "
+                                     "naming its length")
+            length.add_argument("--length-policy", choices=("truncate", "reject"),
+                                default=None,
+                                help="the same as --truncate (truncate) or --no-truncate "
+                                     "(reject) (default: truncate)")
             group.add_argument("--option", "--options", dest="options", action="append",
                                type=_types.model_option, metavar="KEY=VALUE",
                                help="an Ollama model option, e.g. num_ctx=8192 (repeat), or "
@@ -182,11 +195,14 @@ def embedder_kwargs(args: argparse.Namespace) -> dict:
     options: dict = {}
     for item in args.options or ():
         options.update(item)
-    return {**kwargs, "truncate": args.truncate, "options": options or None,
+    truncate = args.truncate if args.length_policy is None \
+        else args.length_policy == "truncate"
+    return {**kwargs, "truncate": truncate, "options": options or None,
             "verify": False if args.insecure else (args.ca_bundle or None)}
 
 
 def embed_parquet_kwargs(args: argparse.Namespace) -> dict:
     return {"column": args.column, "output_column": args.output_column,
             "overwrite": args.overwrite, "rows_per_part": args.rows_per_part,
-            "progress": args.progress, "on_invalid": args.on_invalid}
+            "progress": args.progress, "on_invalid": args.on_invalid,
+            "retry_errors": args.retry_errors}

@@ -82,6 +82,13 @@ class Backend:
                     dimension: int | None = None, norm: float | None = None) -> np.ndarray:
         """The (count, dim) float32 matrix of an answer, rows in input order, every row
         checked (see ``_checks.check_rows``); ``dimension`` and ``norm`` are the fleet's."""
+        return self.parse_answer(content, count, node, dimension=dimension, norm=norm)[0]
+
+    def parse_answer(self, content: bytes, count: int, node: str, *,
+                     dimension: int | None = None,
+                     norm: float | None = None) -> tuple[np.ndarray, int | None]:
+        """``parse_embed``'s matrix and the tokens the server says it processed for the
+        request (Ollama's ``prompt_eval_count``, OpenAI's ``usage``), None if it says not."""
         raise NotImplementedError
 
     async def describe(self, fetch: Fetch, opts: EmbedOptions, node: str) -> NodeInfo:

@@ -83,3 +83,11 @@ def check_indexes(indexes: Sequence, count: int, node: str) -> np.ndarray:
     shown = ", ".join(repr(i)[:20] for i in indexes[:8]) + (", ..." if len(indexes) > 8 else "")
     raise bad_response(node, f"{node} returned rows with index values [{shown}] for {count} texts "
                        f"(each of 0..{count - 1} once expected): rows cannot be placed")
+
+
+def reported_count(value: object) -> int | None:
+    """A token count as a server reports it, if it is a plausible one (a non-negative
+    integer): anything else is treated as not reported, never as an error."""
+    if type(value) is int and 0 <= value < 2**53:
+        return value
+    return None

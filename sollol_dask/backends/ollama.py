@@ -11,7 +11,7 @@ from .._exceptions import ModelNotFoundError, NodeError
 from ..policy._limits import some_names
 from .._outcome import Failure
 from ._base import Backend, EmbedOptions, FetchJson, NodeInfo, malformed
-from ._checks import check_rows
+from ._checks import check_rows, reported_count
 from ._served import identify_server, wrong_api_hint
 
 
@@ -32,8 +32,9 @@ class OllamaBackend(Backend):
             body["options"] = opts.options
         return orjson.dumps(body)
 
-    def parse_embed(self, content: bytes, count: int, node: str, *,
-                    dimension: int | None = None, norm: float | None = None) -> np.ndarray:
+    def parse_answer(self, content: bytes, count: int, node: str, *,
+                     dimension: int | None = None,
+                     norm: float | None = None) -> tuple[np.ndarray, int | None]:
         try:
             data = orjson.loads(content)
             rows = data["embeddings"]
@@ -42,14 +43,15 @@ class OllamaBackend(Backend):
         if not isinstance(rows, list):
             raise malformed(node, "'embeddings' is not a list")
         if len(rows) != count:
-            return check_rows(np.empty((len(rows), 0), np.float32), count, node)
+            return check_rows(np.empty((len(rows), 0), np.float32), count, node), None
         try:
             with np.errstate(over="ignore"):  # overflow to inf is caught by check_rows
                 matrix = np.array(rows, dtype=np.float32)
         except (ValueError, TypeError) as exc:
             raise malformed(node, f"vectors are not numeric lists of one length ({exc})") from None
-        return check_rows(matrix.reshape(count, -1) if count == 0 else matrix, count, node,
-                          dimension=dimension, norm=norm)
+        return (check_rows(matrix.reshape(count, -1) if count == 0 else matrix, count, node,
+                           dimension=dimension, norm=norm),
+                reported_count(data.get("prompt_eval_count") if isinstance(data, dict) else None))
 
     async def _describe(self, fetch: FetchJson, opts: EmbedOptions, node: str) -> NodeInfo:
         # /api/embed L2-normalizes every vector (ollama-behaviour.md): the fleet's norm

@@ -12,7 +12,7 @@ from .._exceptions import BadResponseError, ModelNotFoundError
 from .._outcome import Failure
 from ._base import Backend, EmbedOptions, FetchJson, NodeInfo, malformed
 from ..policy._limits import some_names
-from ._checks import check_indexes, check_rows, typical_norm
+from ._checks import check_indexes, check_rows, reported_count, typical_norm
 from ._served import identify_server, other_model, served_models, serves
 
 
@@ -29,21 +29,26 @@ class OpenAIBackend(Backend):
             body["dimensions"] = opts.dimensions
         return orjson.dumps(body)
 
-    def parse_embed(self, content: bytes, count: int, node: str, *,
-                    dimension: int | None = None, norm: float | None = None) -> np.ndarray:
+    def parse_answer(self, content: bytes, count: int, node: str, *,
+                     dimension: int | None = None,
+                     norm: float | None = None) -> tuple[np.ndarray, int | None]:
         try:
-            items = orjson.loads(content)["data"]
+            data = orjson.loads(content)
+            items = data["data"]
             indexes = [item["index"] for item in items]
             values = [item["embedding"] for item in items]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise malformed(node, f"{type(exc).__name__}: {exc}") from None
+        usage = data.get("usage") if isinstance(data, dict) else None
+        tokens = reported_count(usage.get("prompt_tokens", usage.get("total_tokens"))
+                                if isinstance(usage, dict) else None)
         if len(values) != count:
-            return check_rows(np.empty((len(values), 0), np.float32), count, node)
+            return check_rows(np.empty((len(values), 0), np.float32), count, node), None
         # Rows are placed by their index, which must name each input once: a server that
         # numbers them all 0 (or skips one) would otherwise misplace rows silently.
         order = check_indexes(indexes, count, node)
         if count == 0:
-            return np.empty((0, 0), np.float32)
+            return np.empty((0, 0), np.float32), tokens
         if isinstance(values[0], str):
             matrix = _decode_base64(values, node)
         else:
@@ -56,7 +61,7 @@ class OpenAIBackend(Backend):
             placed = np.empty_like(matrix)
             placed[order] = matrix
             matrix = placed
-        return check_rows(matrix, count, node, dimension=dimension, norm=norm)
+        return check_rows(matrix, count, node, dimension=dimension, norm=norm), tokens
 
     async def _describe(self, fetch: FetchJson, opts: EmbedOptions, node: str) -> NodeInfo:
         info = NodeInfo(loaded=True)

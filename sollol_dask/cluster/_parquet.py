@@ -9,8 +9,6 @@ file exists whole or not at all. The run holds the output's lock throughout
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import time
 import uuid
@@ -19,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import fsspec
-from distributed import get_worker
 from distributed.metrics import context_meter
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,9 +26,12 @@ from .._exceptions import InputError, OutputError
 from ._fingerprint import UnreadableParquet, chunk_digest, footer_digest
 from ._hive import partition_columns, partition_values
 from ..policy._identity import Reference
-from ._manifest import fold_records, manifest_for, read_records, write_record
+from ._commit import commit_part
+from ._errors import errors_table
+from ._manifest import fold_records, manifest_for, read_records
 from ._ownership import RunLock, check_disjoint
-from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
+from ._patch import patch_part
+from ._partition import arrow_vectors, check_on_invalid, column_values, embed_values, vector_type
 from ._plan import PartSpec, list_inputs, plan_parts
 from ._plugin import JOBS_TOPIC, existing_router, register, router_for
 from ._progress import TaskRows, rows_topic, wait_for
@@ -43,10 +43,11 @@ from .._settings import RouterSettings
 def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, dst: str, *,
                       column: str, output_column: str = "embedding", client=None,
                       overwrite: bool = False, rows_per_part: int = 4096, progress: bool = False,
-                      on_invalid: str = "raise", prefix: str = "",
+                      on_invalid: str = "raise", prefix: str = "", retry_errors: bool = False,
                       install: Callable[[Any], object] | None = None) -> EmbedReport:
     """``install(client)`` puts what the run needs on the cluster it runs on (the
-    facade's: worker plugin, slot broker, fleet monitor); default: ``register``."""
+    facade's: worker plugin, slot broker, fleet monitor); default: ``register``.
+    ``retry_errors``: also embed again the rows committed parts list in ``_errors``."""
     check_on_invalid(on_invalid)
     started = time.perf_counter()
     in_fs, paths = list_inputs(src)
@@ -78,15 +79,19 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         except OSError as exc:
             raise OutputError(f"cannot prepare {dst} for the run: {exc}. Fix its permissions, "
                               "then rerun") from exc
+        retry = [p for p in parts if retry_errors
+                 and (prepared.committed.get(p.name) or {}).get("row_errors")]
+        node_tokens: dict[str, int] = {}
         try:
             done_before = sum(p.rows for p in parts) - sum(p.rows for p in prepared.todo)
             results, failures, per_node, nodes, dashboard = _compute(
                 prepared.todo, inputs, settings, reference, identity, str(dst), out_path, token,
-                client, progress, install, done_before)
+                client, progress, install, done_before,
+                retry=[(p, prepared.committed[p.name]) for p in retry], node_tokens=node_tokens)
         finally:  # also on failure or Ctrl-C: what was committed is kept in the manifest
             fold_records(out_fs, out_path, manifest,
                          {**prepared.committed, **read_records(out_fs, out_path)}, token)
-    todo, skipped = prepared.todo, len(prepared.committed)
+    todo, skipped = prepared.todo, len(prepared.committed) - len(retry)
     if failures:
         spec, error = failures[0]
         error.add_note(
@@ -103,17 +108,24 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         parts_written=len(results), parts_skipped=skipped,
         seconds=time.perf_counter() - started, per_node=per_node, dashboard=dashboard,
         parts_recomputed=len(prepared.recomputed), node_states=nodes,
+        row_errors=dict(sum((Counter(r.get("row_errors", {})) for r in results), Counter())),
+        rows_retried=sum(r.get("retried", 0) for r in results),
+        tokens=sum(r.get("tokens", 0) for r in results),
+        per_node_tokens=node_tokens,
     )
 
 
 def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
              reference: Reference, identity: dict, output: str, out_path: str, token: str,
              client, progress: bool, install: Callable[[Any], object] | None = None,
-             done_before: int = 0,
+             done_before: int = 0, retry: list[tuple[PartSpec, dict]] = (),
+             node_tokens: dict | None = None,
              ) -> tuple[list[dict], list, dict[str, int], dict[str, dict], str | None]:
     """Run one task per part on the cluster: (results, failures, texts per node, node
     states, dashboard).
-    ``done_before``: rows of the parts kept from earlier runs (where progress starts)."""
+    ``done_before``: rows of the parts kept from earlier runs (where progress starts);
+    ``retry``: committed parts whose listed row errors are embedded again; ``node_tokens``
+    is filled with the tokens each node reported during the run."""
     footers = {i["path"]: i["footer_sha256"] for i in inputs}
     schema_meta = json.dumps({k: identity[k] for k in ("model", "digest", "dimension",
                                                        "normalized", "prefix")}).encode()
@@ -136,6 +148,15 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
             output_column=identity["output_column"], dim=reference.dimension,
             schema_meta=schema_meta, on_invalid=identity["on_invalid"], job=token,
             progress_topic=topic, prefix=identity["prefix"] or "", pure=False)
+        if retry:
+            futures += run_client.map(
+                patch_part, [s for s, _ in retry], [r for _, r in retry],
+                key=[f"sollol-retry-part-{token}-{s.index}" for s, _ in retry],
+                settings=settings, out_path=out_path, column=identity["column"],
+                output_column=identity["output_column"], dim=reference.dimension,
+                on_invalid=identity["on_invalid"], job=token,
+                prefix=identity["prefix"] or "", pure=False)
+            todo = [*todo, *(s for s, _ in retry)]
         try:
             wait_for(run_client, futures, [p.index for p in todo], [p.rows for p in todo],
                      topic=topic, total=done_before + sum(p.rows for p in todo),
@@ -150,6 +171,9 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
                 failures.append((spec, future.exception()))
         after = _fleet_rows(run_client, settings)
         per_node = _diff(_node_texts(after), _node_texts(before))
+        if node_tokens is not None:
+            node_tokens.update((n, t) for n, t in _diff(_node_tokens(after),
+                                                        _node_tokens(before)).items() if t)
         nodes = _node_states(after, before)
         # A LocalCluster started for the run is gone when the report is read: no link.
         dashboard = None if own_cluster else getattr(run_client, "dashboard_link", None)
@@ -178,7 +202,7 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
         table = table.append_column(field, values)
     labels = range(spec.file_row, spec.file_row + spec.rows)
     with context_meter.meter("sollol-embed"):  # waiting on the nodes, parsing, checking
-        part = embed_values(router_for(settings), table.column(column).to_pylist(), labels,
+        part = embed_values(router_for(settings), column_values(table.column(column)), labels,
                             dim, partition=f"{spec.name} ({spec.file}, rows {spec.file_row}..)",
                             on_invalid=on_invalid, prefix=prefix,
                             on_rows=TaskRows(progress_topic, spec.index) if progress_topic else None)
@@ -186,31 +210,11 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
     metadata = dict(table.schema.metadata or {})
     metadata[METADATA_KEY] = schema_meta
     table = table.replace_schema_metadata(metadata)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    data = sink.getvalue()
-    record = {"rows": spec.rows, "size": data.size, "sha256": hashlib.sha256(data).hexdigest(),
-              "source_sha256": source_sha256, "run": job}
-    out_fs, _ = fsspec.core.url_to_fs(out_path)
-    final = f"{out_path}/{spec.name}"
-    tmp = f"{out_path}/.{spec.name}.{job}-{uuid.uuid4().hex[:8]}.tmp"  # this run's own name
-    try:
-        with context_meter.meter("sollol-write"):
-            with out_fs.open(tmp, "wb") as handle:
-                handle.write(data)
-            # The record first: a part in place always has its record; a record alone
-            # (killed before the rename) only means the part is computed again.
-            write_record(out_fs, out_path, spec.name, record, job)
-            out_fs.mv(tmp, final)  # atomic rename: the part exists whole or not at all
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            out_fs.rm(tmp)
-        raise OutputError(f"cannot write {final}: {exc}. Free space or fix permissions, then "
-                          "rerun: finished parts are kept") from exc
-    with contextlib.suppress(ValueError):  # ValueError: not on a Dask worker
-        get_worker().log_event(JOBS_TOPIC, {"kind": "part", "job": job, "rows": spec.rows})
+    errors = errors_table(part.errors, spec.file, spec.name)
+    commit_part(table, errors, spec, out_path, job, source_sha256)
     return {"name": spec.name, "rows": spec.rows, "embedded": int(part.valid.sum()),
-            "null_rows": part.null_rows, "invalid_rows": part.invalid_rows}
+            "null_rows": part.null_rows, "invalid_rows": part.invalid_rows,
+            "row_errors": dict(Counter(e.reason for e in part.errors)), "tokens": part.tokens}
 
 
 def _fleet_rows(client, settings: RouterSettings) -> list[list[dict]]:
@@ -221,7 +225,7 @@ def _fleet_rows(client, settings: RouterSettings) -> list[list[dict]]:
 def _worker_rows(settings: RouterSettings, dask_worker=None) -> list[dict]:
     router = existing_router(settings, dask_worker)
     return [] if router is None else [
-        {k: s[k] for k in ("node", "state", "reason", "texts", "errors", "overtaken")}
+        {k: s[k] for k in ("node", "state", "reason", "texts", "errors", "overtaken", "tokens")}
         for s in router.snapshot()]
 
 
@@ -229,6 +233,14 @@ def _node_texts(snapshots: list[list[dict]]) -> Counter:
     totals: Counter = Counter()
     for rows in snapshots:
         totals.update({row["node"]: row["texts"] for row in rows})
+    return totals
+
+
+def _node_tokens(snapshots: list[list[dict]]) -> Counter:
+    """Tokens the nodes reported so far, summed over every worker's router."""
+    totals: Counter = Counter()
+    for rows in snapshots:
+        totals.update({row["node"]: row["tokens"] for row in rows})
     return totals
 
 

@@ -11,9 +11,14 @@ import numpy as np
 import pyarrow as pa
 
 from .._exceptions import ConfigurationError, InputError
+from .._rows import RowError
 from ..engine._router import Router
 
-ON_INVALID = ("raise", "null")
+# raise: the first non-text value fails the call; null: non-text values become null
+# vectors, counted; record: every row that cannot be embedded for a reason of its own
+# (not text, not valid Unicode, too long, wrongly answered) becomes a null vector and a
+# recorded row error (see _rows), the call goes on.
+ON_INVALID = ("raise", "null", "record")
 
 
 @dataclasses.dataclass
@@ -22,6 +27,8 @@ class PartitionVectors:
     valid: np.ndarray  # bool per row
     null_rows: int  # null, NaN, empty or whitespace texts
     invalid_rows: int  # non-text values turned into nulls by on_invalid="null"
+    errors: list[RowError] = dataclasses.field(default_factory=list)  # on_invalid="record"
+    tokens: int = 0  # as the servers reported them
 
 
 def check_on_invalid(on_invalid: str) -> None:
@@ -37,7 +44,9 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
     become null vectors (a prefix alone is not a text).
 
     A value that is neither text nor missing raises ``InputError`` naming the partition
-    and row, unless ``on_invalid="null"`` (then it is a null vector, counted).
+    and row, unless ``on_invalid="null"`` (then it is a null vector, counted) or
+    ``"record"`` (then it, and any row the router cannot embed for a reason of its own, is
+    a null vector and a ``RowError`` in ``errors``).
     ``on_rows(n)``: n more rows are done (null rows at once, texts as batches return).
     """
     valid = np.zeros(len(values), dtype=bool)
@@ -56,6 +65,10 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
             nulls += 1
         elif on_invalid == "null":
             invalid += 1
+        elif on_invalid == "record":  # the router records it as a row error
+            valid[i] = True
+            texts.append(value)
+            text_labels.append(labels[i])
         else:
             where = f"partition {partition}, row {labels[i]!r}" if partition is not None \
                 else f"row {labels[i]!r}"
@@ -67,9 +80,30 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
     matrix = np.zeros((len(values), dim), np.float32)
     if on_rows is not None and nulls + invalid:
         on_rows(nulls + invalid)
-    if texts:
-        matrix[valid] = router.embed(texts, row_ids=text_labels, on_rows=on_rows)
-    return PartitionVectors(matrix, valid, nulls, invalid)
+    if not texts:
+        return PartitionVectors(matrix, valid, nulls, invalid)
+    result = router.embed_rows(texts, row_ids=text_labels, record=on_invalid == "record",
+                               on_rows=on_rows)
+    matrix[valid] = result.matrix
+    if result.errors:
+        positions = np.flatnonzero(valid)
+        valid[positions[list(result.errors)]] = False
+    return PartitionVectors(matrix, valid, nulls, invalid, list(result.errors.values()),
+                            result.tokens)
+
+
+def column_values(column: pa.ChunkedArray) -> list:
+    """A column's values as Python objects. A string column holding bytes that are not
+    UTF-8 (parquet does not check) does not convert as a whole: its values are then
+    decoded one by one, the bad bytes kept as lone surrogates, so that only those rows
+    are refused (as invalid Unicode) instead of the whole part."""
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        raw = column.cast(pa.large_binary() if pa.types.is_large_string(column.type)
+                          else pa.binary())
+        return [None if b is None else b.decode("utf-8", "surrogateescape")
+                for b in raw.to_pylist()]
 
 
 def _is_na(value: object) -> bool:

@@ -27,7 +27,7 @@ from ._plan import PartSpec
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = b"sollol_dask"  # the parts' schema metadata: model, digest, dimension
-TEMPORARY = (".part-*.tmp", f".{MANIFEST}.*.tmp", f"{RECORDS}/.*.tmp")
+TEMPORARY = (".part-*.tmp", f".{MANIFEST}.*.tmp", f"{RECORDS}/.*.tmp", "_errors/.*.tmp")
 
 
 @dataclasses.dataclass

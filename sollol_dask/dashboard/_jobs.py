@@ -25,14 +25,15 @@ class JobTracker:
         self.jobs.pop(job, None)  # a lazy collection computed again starts afresh
         entry = self.jobs[job] = {
             "job": job, "label": label, "unit": unit, "rows": rows, "parts": parts,
-            "done_rows": 0, "done_parts": 0, "started": self.clock() - seconds_ago,
+            "done_rows": 0, "done_parts": 0, "row_errors": 0,
+            "started": self.clock() - seconds_ago,
             "finished": None, "seen": set()}
         self._bound()
         return entry
 
     def part_done(self, job: str, rows: int, *, part=None, label: str | None = None,
                   parts: int | None = None, unit: str = "rows", seconds: float = 0.0,
-                  total_rows: int | None = None) -> None:
+                  total_rows: int | None = None, row_errors: int = 0) -> None:
         """One partition finished with ``rows`` rows. ``part`` (its number) makes a
         partition Dask ran twice (a worker was lost) count once; ``label`` and ``parts``
         come with the parts of lazy collections, which create their job."""
@@ -48,6 +49,7 @@ class JobTracker:
                 return
             entry["seen"].add(part)
         entry["done_rows"] += rows
+        entry["row_errors"] += row_errors  # rows listed in _errors (parquet runs)
         entry["done_parts"] += 1
         if entry["done_parts"] >= entry["parts"]:
             entry["finished"] = self.clock()

@@ -21,7 +21,7 @@ from ._prometheus import register_collector
 from ._view import FleetView
 
 SAMPLE_MS = 1000
-PART_FIELDS = ("part", "label", "parts", "unit", "seconds", "total_rows")  # of lazy jobs
+PART_FIELDS = ("part", "label", "parts", "unit", "seconds", "total_rows", "row_errors")  # of lazy jobs
 
 logger = logging.getLogger(__name__)
 

@@ -94,9 +94,10 @@ def render_jobs(jobs: list[dict]) -> str:
         unit = j["unit"]
         done = (f"{j['done_rows']} / {j['rows']} {unit}" if j["rows"] is not None
                 else f"{j['done_rows']} {unit}")
+        errors = f", {j['row_errors']} row errors (see _errors)" if j.get("row_errors") else ""
         lines.append(f"<li class='sollol-job'>{html.escape(j['label'])}: {done}, "
                      f"{j['done_parts']} / {j['parts']} partitions, "
-                     f"{j['rate']:.0f} {unit}/s, {status}</li>")
+                     f"{j['rate']:.0f} {unit}/s{errors}, {status}</li>")
     return "<h3>jobs</h3><ul>" + "".join(lines) + "</ul>"
 
 

@@ -24,6 +24,14 @@ class FleetCollector:
         data = self.monitor.fleet()
         labels = ["node", "model"]
         texts = CounterMetricFamily("sollol_texts", "Texts embedded", labels=labels)
+        tokens = CounterMetricFamily("sollol_tokens", "Tokens the node reported processing "
+                                     "(Ollama prompt_eval_count, OpenAI usage)", labels=labels)
+        token_rate = GaugeMetricFamily("sollol_tokens_per_second", "Recent token throughput",
+                                       labels=labels)
+        row_errors = CounterMetricFamily(
+            "sollol_row_errors", "Rows of parquet jobs left without a vector for a reason of "
+            "their own (listed in the output's _errors)")
+        row_errors.add_metric([], data.get("row_errors", 0))
         requests = CounterMetricFamily("sollol_requests", "Embedding requests answered",
                                        labels=labels)
         errors = CounterMetricFamily("sollol_errors", "Failed requests by kind",
@@ -37,6 +45,8 @@ class FleetCollector:
         for row in data["nodes"]:
             key = [row["node"], row["model"]]
             texts.add_metric(key, row["texts"])
+            tokens.add_metric(key, row.get("tokens", 0))
+            token_rate.add_metric(key, row.get("token_rate", 0.0))
             requests.add_metric(key, row["requests"])
             for kind, count in row["errors"].items():
                 errors.add_metric([*key, kind], count)
@@ -48,7 +58,8 @@ class FleetCollector:
                 cumulative += count
                 buckets.append(("+Inf" if math.isinf(bound) else str(bound), cumulative))
             latency.add_metric(key, buckets, sum_value=row["latency_sum"])
-        yield from (texts, requests, errors, inflight, cap, rate, latency)
+        yield from (texts, requests, errors, inflight, cap, rate, latency, tokens, token_rate,
+                    row_errors)
 
 
 def register_collector(monitor) -> None:

@@ -37,7 +37,10 @@ class FleetStatus:
     def __str__(self) -> str:
         if not self.nodes:
             return f"sollol-dask fleet ({self.source}): no embedding activity reported yet"
-        lines = [f"sollol-dask fleet ({self.source}), {self.data['fleet_rate']:.1f} texts/s"]
+        lines = [f"sollol-dask fleet ({self.source}), {self.data['fleet_rate']:.1f} texts/s, "
+                 f"{self.data.get('fleet_token_rate', 0.0):.0f} tokens/s"
+                 + (f", {self.data['row_errors']} row errors"
+                    if self.data.get("row_errors") else "")]
         lines += _columns([list(COLUMNS)] + [_cells(r) for r in self.nodes])
         return "\n".join(lines)
 
@@ -85,21 +88,21 @@ def _mib(size: int) -> str:
 
 
 # The fleet table's columns, in the page's and the terminal's order.
-COLUMNS = ("node", "model", "digest", "state", "in flight / cap", "texts/s", "texts", "p50",
-           "p95", "memory", "errors")
+COLUMNS = ("node", "model", "digest", "state", "in flight / cap", "texts/s", "texts",
+           "tokens/s", "tokens", "p50", "p95", "memory", "errors")
 
 
 def _cells(r: dict) -> list[str]:
     errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "0"
     return [r["node"], r["model"], r["digest"] or "-", r["state"],
             f"{r['inflight']} / {r['cap']}", _num(r["rate"], "{:.1f}"), str(r["texts"]),
-            seconds_text(r["p50"]), seconds_text(r["p95"]),
+            _num(r.get("token_rate")), str(r.get("tokens", 0)), seconds_text(r["p50"]), seconds_text(r["p95"]),
             memory_text(r.get("size"), r.get("size_vram")), errors]
 
 
 def _columns(rows: list[list[str]]) -> list[str]:
     """Rows of cells as aligned text; numbers right-aligned, the last column left ragged."""
-    numeric = {"in flight / cap", "texts/s", "texts", "p50", "p95"}
+    numeric = {"in flight / cap", "texts/s", "texts", "tokens/s", "tokens", "p50", "p95"}
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for row in rows:

@@ -29,6 +29,8 @@ class FleetView:
         self.events: deque[tuple[float, str]] = deque(maxlen=100)
         self.jobs = JobTracker(clock, self._event)
         self.caps: dict[str, int] = {}  # cluster-wide caps, from the slot broker
+        # (time, tokens per node): tokens/s beside texts/s, sampled with ``history``
+        self.token_history: deque[tuple[float, dict[str, int]]] = deque()
 
     # -- input -----------------------------------------------------------------------
 
@@ -64,6 +66,7 @@ class FleetView:
         self.events.append((self.clock(), text))
 
     def _sample(self) -> None:
+        self._sample_tokens()
         now = self.clock()
         if self.history and now - self.history[-1][0] < 1.0:
             self.history[-1] = (self.history[-1][0], self._texts_per_node())
@@ -95,22 +98,33 @@ class FleetView:
                     not_up.add(n["node"])
         return sum(speed for node, speed in speeds.items() if node not in not_up)
 
-    def _texts_per_node(self) -> dict[str, int]:
+    def _texts_per_node(self, key: str = "texts") -> dict[str, int]:
         totals: Counter = Counter()
         for nodes in self.snapshots.values():
             for n in nodes:
-                totals[n["node"]] += n["texts"]
+                totals[n["node"]] += n.get(key, 0)
         return dict(totals)
+
+    def _sample_tokens(self) -> None:
+        now, totals = self.clock(), self._texts_per_node("tokens")
+        if self.token_history and now - self.token_history[-1][0] < 1.0:
+            self.token_history[-1] = (self.token_history[-1][0], totals)
+        else:
+            self.token_history.append((now, totals))
+        while len(self.token_history) > 2 and now - self.token_history[1][0] >= RATE_WINDOW:
+            self.token_history.popleft()
 
     # -- output ----------------------------------------------------------------------
 
-    def rates(self) -> dict[str, float]:
-        """Texts/s per node over the last few seconds of history."""
-        if len(self.history) < 2:
+    def rates(self, history: deque | None = None) -> dict[str, float]:
+        """Texts/s per node over the last few seconds of history (or tokens/s, given
+        ``token_history``)."""
+        history = self.history if history is None else history
+        if len(history) < 2:
             return {}
-        end_t, end = self.history[-1]
-        start_t, start = self.history[0]
-        for t, totals in reversed(self.history):
+        end_t, end = history[-1]
+        start_t, start = history[0]
+        for t, totals in reversed(history):
             start_t, start = t, totals
             if end_t - t >= RATE_WINDOW:
                 break
@@ -125,12 +139,14 @@ class FleetView:
             for n in nodes:
                 row = merged.setdefault(n["node"], {
                     "node": n["node"], "model": n["model"], "digest": n.get("digest", ""),
-                    "inflight": 0, "cap": 0, "texts": 0, "requests": 0, "errors": Counter(),
+                    "inflight": 0, "cap": 0, "texts": 0, "tokens": 0, "requests": 0,
+                    "errors": Counter(),
                     "latency_counts": [0] * len(LATENCY_BUCKETS), "latency_sum": 0.0,
                     "speed": 0.0,
                     "size": n.get("size"), "size_vram": n.get("size_vram")})
                 for key in ("inflight", "texts", "requests"):
                     row[key] += n[key]
+                row["tokens"] += n.get("tokens", 0)
                 row["cap"] = max(row["cap"], n["cap"])
                 row["errors"].update(n["errors"])
                 row["latency_counts"] = [a + b for a, b in zip(row["latency_counts"],
@@ -141,6 +157,7 @@ class FleetView:
                 row["speed"] = max(row["speed"], n.get("speed") or 0.0)
                 states.setdefault(n["node"], Counter())[n["state"]] += 1
         rates = self.rates()
+        token_rates = self.rates(self.token_history)
         out = []
         for node, row in merged.items():
             seen = states[node]
@@ -148,6 +165,7 @@ class FleetView:
                 f"{state} ({count} of {sum(seen.values())} workers)" for state, count in seen.items())
             row["cap"] = self.caps.get(node, row["cap"])
             row["rate"] = rates.get(node, 0.0)
+            row["token_rate"] = token_rates.get(node, 0.0)
             row["p50"] = sketches[node].quantile(0.5)
             row["p95"] = sketches[node].quantile(0.95)
             row["errors"] = dict(row["errors"])
@@ -158,8 +176,11 @@ class FleetView:
         self.tick()  # idle workers send nothing: time passing must still lower rates
         rows = self.rows()
         times, rates, capacities = (list(c) for c in zip(*self.series))
+        jobs = self.jobs.data()
         return {"time": self.clock(), "nodes": rows,
                 "fleet_rate": sum(r["rate"] for r in rows), "capacity": self._capacity(),
-                "jobs": self.jobs.data(),
+                "fleet_token_rate": sum(r["token_rate"] for r in rows),
+                "row_errors": sum(j.get("row_errors", 0) for j in jobs),
+                "jobs": jobs,
                 "events": [{"time": t, "text": x} for t, x in self.events],
                 "series": {"time": times, "rate": rates, "capacity": capacities}}

@@ -54,9 +54,10 @@ class Endpoint:
         return await self._pool.request(method, path, body, timeout, max_bytes)
 
     async def embed(self, texts: list[str], labels: list, timeout: float,
-                    reference: Reference | None) -> np.ndarray:
+                    reference: Reference | None) -> tuple[np.ndarray, int | None]:
         """The batch's vectors, every row checked: count, order, finite, non-zero, and the
-        fleet's dimension and norm (once the fleet has a reference)."""
+        fleet's dimension and norm (once the fleet has a reference); and the tokens the
+        server reports for the request (None if it reports none)."""
         opts = self.settings.opts
         body = self.backend.encode_embed(texts, labels, opts)
         limit = embed_limit(len(texts), reference.dimension if reference else None,
@@ -64,9 +65,9 @@ class Endpoint:
         reply = await self.request("POST", self.backend.embed_path, body, timeout, limit)
         if reply.status != 200:
             raise self.backend.classify_reply(reply, self.name, opts.model)
-        return self.backend.parse_embed(reply.content, len(texts), self.name,
-                                        dimension=reference.dimension if reference else None,
-                                        norm=reference.norm if reference else None)
+        return self.backend.parse_answer(reply.content, len(texts), self.name,
+                                         dimension=reference.dimension if reference else None,
+                                         norm=reference.norm if reference else None)
 
     async def describe(self) -> NodeInfo:
         """What the node serves (dimension, digest, slots, whether the model is loaded)."""

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._rows import RowError
+
 
 @dataclasses.dataclass(eq=False)
 class Batch:
@@ -19,12 +21,24 @@ class Batch:
     tried: set[str] = dataclasses.field(default_factory=set)
     done: bool = False
     hedged: bool = False
+    # Failures where a node answered, but wrongly for this batch (a vector failing a check,
+    # a 400): when they recur the batch is split to find the row (recording jobs only).
+    answered: int = 0
     # node -> (request task, loop time it started) for each copy in flight
     running: dict[str, tuple[asyncio.Task, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def size(self) -> int:
         return self.stop - self.start
+
+
+@dataclasses.dataclass
+class JobResult:
+    """A call's vectors, rows in input order; zero rows for the row errors."""
+
+    matrix: np.ndarray
+    errors: dict[int, RowError]  # position in the call's texts -> why it has no vector
+    tokens: int  # as the servers reported them (0 if none did)
 
 
 class Job:
@@ -41,8 +55,11 @@ class Job:
         # Slots go to the oldest job first, across the cluster: its wall-clock start time
         # (the router's injected wall clock).
         self.priority = priority
+        self.record = False  # row errors are recorded, not raised (see _runner)
         self._stored = 0
         self.on_stored = on_stored  # (start, stop) of each batch stored: row progress
+        self.errors: dict[int, RowError] = {}  # position -> why it has no vector
+        self.tokens = 0  # as the servers reported them, winning copies only
         self.finished = asyncio.Event()  # set when every row has its vector
         if not texts:
             self.finished.set()
@@ -78,11 +95,23 @@ class Job:
     def labels_of(self, batch: Batch) -> list:
         return self.labels[batch.start:batch.stop]
 
-    def store(self, batch: Batch, vectors: np.ndarray) -> bool:
+    def store(self, batch: Batch, vectors: np.ndarray, tokens: int | None = None) -> bool:
         """Place a batch's vectors; False if a copy of it was stored already."""
         if batch.done:
             return False
         self.matrix[batch.start:batch.stop] = vectors
+        self.tokens += tokens or 0
+        return self._settle(batch)
+
+    def fail(self, batch: Batch, error: RowError) -> bool:
+        """Record a one-row batch as a row error (a zero row, no vector)."""
+        if batch.done:
+            return False
+        self.matrix[batch.start:batch.stop] = 0.0
+        self.errors[batch.start] = error
+        return self._settle(batch)
+
+    def _settle(self, batch: Batch) -> bool:
         batch.done = True
         self.in_flight.discard(batch)
         self._stored += batch.size

@@ -27,6 +27,7 @@ from ..policy._balancer import SlotBalancer
 from ..policy._identity import Reference
 from ._endpoint import Endpoint, PoolFactory
 from ._fleet import Fleet
+from ._job import JobResult
 from ._runner import JobRunner
 from ._loop import LoopThread
 from ._slots import LocalSlots, SlotSource
@@ -104,6 +105,14 @@ class Router:
         finally:
             for message in self.fleet.take_warnings():
                 warnings.warn(message, FleetWarning, stacklevel=3)
+
+    def embed_rows(self, texts: Sequence, row_ids: Sequence | None = None, *,
+                   record: bool = True,
+                   on_rows: Callable[[int], None] | None = None) -> JobResult:
+        """``embed`` with the tokens the servers reported; with ``record``, a row that
+        cannot be embedded for a reason of its own is returned as a row error (a zero
+        row) instead of failing the call (see ``_runner``)."""
+        return self._run(self.jobs.arun(texts, row_ids, record=record, on_rows=on_rows))
 
     def check_fleet(self) -> Reference:
         """Probe every node now (if not done yet) and return the run's dimension/digest."""

@@ -6,11 +6,20 @@ free node -> its endpoint POSTs, parses and checks every row -> done; on a trans
 failure or a bad answer the slot is released with the outcome and the batch waits for a
 slot on another node, up to ``max_attempts``; a batch too large for a server is split,
 one with a text too long is bisected to name the row.
+
+A recording job (``record=True``: ``embed_parquet``'s default) turns what is wrong with
+one row into a ``RowError`` for that row instead of failing the call: a value that is
+not text or not valid Unicode (found before sending), a row the server refuses as too
+long (found by bisecting), and a row the servers keep answering wrongly while they
+answer the rows around it: a batch with ``SPLIT_AFTER`` such answers is bisected, and a
+single row with ``ROW_ERROR_AFTER`` of them is recorded. Failures of nodes and of the
+network are never row errors: they are retried elsewhere as in any job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -18,8 +27,9 @@ import numpy as np
 
 from .._exceptions import BadResponseError, InputError, NodeError, SollolError
 from .._outcome import CANCELLED, Failure, Outcome
+from .._rows import BAD_ANSWER, INVALID_UNICODE, NOT_TEXT, TOO_LONG, RowError, invalid_unicode
 from .._settings import RouterSettings
-from ..backends._base import input_too_long
+from ..backends._base import Undecodable, input_too_long
 from ..policy._balancer import SlotBalancer
 from ..policy._batching import dedupe, lane_count, next_batch_size
 from ..policy._hedge import RECHECK_HEDGE, hedge_target
@@ -27,10 +37,16 @@ from ..policy._limits import clip
 from ..policy._retry import backoff_delay
 from ._endpoint import Endpoint
 from ._fleet import Fleet
-from ._job import Batch, Job
+from ._job import Batch, Job, JobResult
 from ._slots import Grant, SlotSource
 
 logger = logging.getLogger(__name__)
+
+# Recording jobs: wrong answers (a vector failing a check, a 400 that is not the caller's
+# fault) before a batch is split to find the row, and before a single row is recorded.
+# Three for a row: one node's passing fault hitting the same row three times is unlikely.
+SPLIT_AFTER = 2
+ROW_ERROR_AFTER = 3
 
 
 class JobRunner:
@@ -52,18 +68,44 @@ class JobRunner:
     async def aembed(self, texts: Sequence[str], row_ids: Sequence | None = None,
                      on_rows: Callable[[int], None] | None = None) -> np.ndarray:
         """``on_rows(n)``: n more input rows (duplicates included) have their vectors."""
+        return (await self.arun(texts, row_ids, on_rows=on_rows)).matrix
+
+    async def arun(self, texts: Sequence, row_ids: Sequence | None = None, *,
+                   record: bool = False,
+                   on_rows: Callable[[int], None] | None = None) -> JobResult:
+        """Embed ``texts``; with ``record``, rows that cannot be embedded for a reason of
+        their own are returned as row errors (zero rows) instead of raising."""
         texts = list(texts)
         labels = list(row_ids) if row_ids is not None else list(range(len(texts)))
+        screened: dict[int, RowError] = {}
         for i, text in enumerate(texts):
             if not isinstance(text, str):
+                if record:
+                    screened[i] = RowError(labels[i], NOT_TEXT, not_text_message(labels[i], text))
+                    continue
                 raise InputError(
                     f"row {labels[i]!r} is {type(text).__name__}, not str: pass text only "
                     "(embed_dataframe and embed_parquet turn missing values into null vectors)",
                     row=labels[i],
                 )
+            if record and (at := invalid_unicode(text)) is not None:
+                screened[i] = RowError(labels[i], INVALID_UNICODE,
+                                       f"row {labels[i]!r} is not valid Unicode text (a lone "
+                                       f"surrogate at character {at}): clean it, e.g. "
+                                       "text.encode('utf-8', 'replace').decode()")
         ref = await self.fleet.ready()
+        if screened:
+            keep = [i for i in range(len(texts)) if i not in screened]
+            if on_rows is not None:
+                on_rows(len(screened))  # refused rows are done too
+            inner = await self.arun([texts[i] for i in keep], [labels[i] for i in keep],
+                                    record=True, on_rows=on_rows)
+            matrix = np.zeros((len(texts), ref.dimension), np.float32)
+            matrix[keep] = inner.matrix
+            errors = {keep[p]: e for p, e in inner.errors.items()} | screened
+            return JobResult(matrix, dict(sorted(errors.items())), inner.tokens)
         if not texts:
-            return np.empty((0, ref.dimension), np.float32)
+            return JobResult(np.empty((0, ref.dimension), np.float32), {}, 0)
         unique, inverse = dedupe(texts)
         first_label: dict[int, object] = {}
         for i, u in enumerate(inverse.tolist()):
@@ -71,6 +113,7 @@ class JobRunner:
         job = Job(unique, [first_label[i] for i in range(len(unique))], ref.dimension,
                   self.settings.max_batch_chars, priority=self.wall_clock(),
                   on_stored=_rows_reporter(on_rows, inverse, len(unique)))
+        job.record = record
         lanes = {asyncio.ensure_future(self._lane(job)) for _ in range(lane_count(self.balancer.usable_slots(), len(job.texts)))}
         finished = asyncio.ensure_future(job.finished.wait())
         try:
@@ -92,7 +135,14 @@ class JobRunner:
             for task in (*lanes, finished):
                 task.cancel()
             await asyncio.gather(*lanes, finished, return_exceptions=True)
-        return job.matrix[inverse]
+        errors: dict[int, RowError] = {}
+        if job.errors:  # by position in the call: every duplicate of a failed text
+            for i, u in enumerate(inverse.tolist()):
+                if u in job.errors:
+                    error = job.errors[u]
+                    errors[i] = error if labels[i] == error.row \
+                        else dataclasses.replace(error, row=labels[i])
+        return JobResult(job.matrix[inverse], errors, job.tokens)
 
     async def _lane(self, job: Job) -> None:
         """Take a slot, cut a batch for that node, send it; retry or hedge; until done."""
@@ -154,7 +204,7 @@ class JobRunner:
             batch.attempts += 1
         started = self.clock()
         try:
-            vectors = await request
+            vectors, tokens = await request
         except asyncio.CancelledError:
             batch.running.pop(name, None)
             self.slots.release(grant, CANCELLED)
@@ -175,8 +225,9 @@ class JobRunner:
                 return True
             return await self._after_failure(job, batch, name, err)
         batch.running.pop(name, None)
-        self.slots.release(grant, Outcome(texts=batch.size, seconds=self.clock() - started))
-        if job.store(batch, vectors):
+        self.slots.release(grant, Outcome(texts=batch.size, seconds=self.clock() - started,
+                                          tokens=tokens or 0))
+        if job.store(batch, vectors, tokens):
             for loser, (task, _) in batch.running.items():
                 task.cancel()  # the slower copy loses
                 self.balancer.overtaken(loser)
@@ -191,17 +242,31 @@ class JobRunner:
         if failure in (Failure.TOO_LONG, Failure.TOO_BIG):
             if batch.size == 1:
                 if failure is Failure.TOO_LONG:
+                    if job.record:
+                        job.fail(batch, self._too_long(job, batch, name, err))
+                        return True
                     raise input_too_long(labels[0], name, str(err)) from None
                 raise err
-            job.in_flight.discard(batch)
             if failure is Failure.TOO_BIG:  # cut to the limit learnt (or half the batch)
                 self.balancer.limit_batch(name, batch.size, err.max_inputs)
                 step = min(self.balancer.nodes[name].max_batch, (batch.size + 1) // 2)
             else:  # bisect to find the row
                 step = (batch.size + 1) // 2
-            for start in reversed(range(batch.start, batch.stop, step)):
-                job.requeue(Batch(start, min(start + step, batch.stop)))
+            _split(job, batch, step)
             return True
+        if job.record and _answered(err):
+            batch.answered += 1
+            if batch.size == 1 and batch.answered >= ROW_ERROR_AFTER:
+                job.fail(batch, RowError(
+                    labels[0], BAD_ANSWER,
+                    f"row {labels[0]!r}: {batch.answered} answers for this row alone were "
+                    f"wrong while the rows around it were embedded (last, from {name}: "
+                    f"{clip(err)}); look at the text, or rerun with --retry-errors "
+                    "(retry_errors=True) once the servers are fixed", node=name))
+                return True
+            if batch.size > 1 and batch.answered >= SPLIT_AFTER:
+                _split(job, batch, (batch.size + 1) // 2)  # the rows around it go through
+                return True
         batch.tried.add(name)
         logger.info("batch of %d (rows %r..%r) failed on %s, attempt %d: %s",
                     batch.size, labels[0], labels[-1], name, batch.attempts, clip(err))
@@ -214,6 +279,38 @@ class JobRunner:
             )
         await self.sleep(backoff_delay(batch.attempts))
         return False
+
+    def _too_long(self, job: Job, batch: Batch, name: str, err: Exception) -> RowError:
+        text, label = job.texts[batch.start], job.labels[batch.start]
+        info = self.fleet.infos.get(name)
+        context = f" of {info.context_length} tokens" if info and info.context_length else ""
+        return RowError(
+            label, TOO_LONG,
+            f"row {label!r} is {len(text)} characters long, longer than the model's "
+            f"context{context} on {name} (server said: {clip(err, 160)}): shorten or split "
+            "it, or choose the 'truncate' or 'chunk' length policy", node=name)
+
+
+def _split(job: Job, batch: Batch, step: int) -> None:
+    """Replace ``batch`` by parts of ``step`` rows, each with fresh attempts."""
+    job.in_flight.discard(batch)
+    for start in reversed(range(batch.start, batch.stop, step)):
+        job.requeue(Batch(start, min(start + step, batch.stop)))
+
+
+def _answered(err: Exception) -> bool:
+    """A node answered, wrongly for what it was sent: vectors that fail a check, or a
+    400 that is not the caller's fault (Ollama: NaN output, a runner crash on one input).
+    Not a body that does not decode, a refused connection or a timeout."""
+    if isinstance(err, BadResponseError):
+        return err.failure is Failure.BAD_RESPONSE and not isinstance(err, Undecodable)
+    return isinstance(err, NodeError) and err.status == 400 \
+        and err.failure is Failure.TRANSIENT
+
+
+def not_text_message(label: object, value: object) -> str:
+    return (f"row {label!r} is {type(value).__name__} ({value!r:.40}), not text: convert the "
+            "column to strings")
 
 
 def _rows_reporter(on_rows: Callable[[int], None] | None, inverse: np.ndarray,

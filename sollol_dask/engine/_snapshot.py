@@ -23,6 +23,7 @@ class NodeRow:
     max_inflight_seen: int
     requests: int
     texts: int
+    tokens: int  # as the node reported them for its successful requests
     errors: dict[str, int]  # failure kind -> count
     speed: float | None  # texts/s with cap requests in flight, once measured
     latency_counts: list[int]  # per policy._metrics.LATENCY_BUCKETS
@@ -46,6 +47,7 @@ def snapshot(balancer: SlotBalancer, nodes: dict[str, Node], infos: dict[str, No
             digest=(info.digest or "")[:12] if info else "", state=s.health.value,
             reason=s.reason, cap=s.cap, inflight=s.inflight,
             max_inflight_seen=s.max_inflight_seen, requests=s.requests, texts=s.texts,
+            tokens=s.tokens,
             errors=dict(s.errors), speed=s.speed, latency_counts=list(s.latency_counts),
             latency_sum=s.latency_sum, latency_sketch=s.latency.to_wire(),
             size=info.size if info else None,

@@ -75,6 +75,7 @@ class NodeSlots:
     first_timeout: float | None = None  # its own, once a first request timed out
     requests: int = 0
     texts: int = 0
+    tokens: int = 0  # as the server reported them (Ollama prompt_eval_count, OpenAI usage)
     errors: Counter = dataclasses.field(default_factory=Counter)
     max_inflight_seen: int = 0
     overtaken: int = 0  # its batches a copy on another node finished first (slow or hung)
@@ -254,11 +255,11 @@ class SlotBalancer:
 
     def settle(self, name: str, outcome: Outcome) -> None:
         """``release`` with a request's ``Outcome``."""
-        self.release(name, texts=outcome.texts, seconds=outcome.seconds,
+        self.release(name, texts=outcome.texts, seconds=outcome.seconds, tokens=outcome.tokens,
                      failure=outcome.failure, hard=outcome.hard,
                      retry_after=outcome.retry_after, reason=outcome.reason)
 
-    def release(self, name: str, *, texts: int = 0, seconds: float = 0.0,
+    def release(self, name: str, *, texts: int = 0, seconds: float = 0.0, tokens: int = 0,
                 failure: Failure | None = None, hard: bool = False,
                 retry_after: float | None = None, reason: str = "") -> None:
         """Give back a slot. ``failure`` names the error kind (None for success);
@@ -271,6 +272,7 @@ class SlotBalancer:
         s.requests += 1
         if failure is None:
             s.texts += texts
+            s.tokens += tokens
             s.consecutive_failures = s.strikes = 0
             s.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             s.latency_sum += seconds

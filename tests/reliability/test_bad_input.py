@@ -53,13 +53,17 @@ def test_empty_dataset_and_zero_row_partitions(sims, tmp_path):
     assert len(emb.embed_dataframe(empty, "text").compute(scheduler="sync")) == 0
 
 
-def test_too_long_text_with_truncate_false_names_the_file_row(sims, tmp_path):
+def test_too_long_text_with_truncate_false_is_a_row_error_naming_the_file_row(sims, tmp_path):
     node = sims("gpu", context_length=64)
     texts = ["ok"] * 30 + ["long " * 200] + ["ok"] * 9
     pd.DataFrame({"text": texts}).to_parquet(tmp_path / "in.parquet")
     emb = sd.Embedder([node.url], model=MODEL, truncate=False)
-    with pytest.raises(sd.InputError, match=r"row 30 is longer than the model's context"):
-        emb.embed_parquet(str(tmp_path / "in.parquet"), str(tmp_path / "out"))
+    report = emb.embed_parquet(str(tmp_path / "in.parquet"), str(tmp_path / "out"))
+    assert (report.embedded, report.row_errors) == (39, {"too-long": 1})
+    errors = pd.read_parquet(tmp_path / "out" / "_errors")
+    assert errors["row"].tolist() == [30] and errors["reason"].tolist() == ["too-long"]
+    assert errors["message"][0].startswith("row 30 is 1000 characters long, longer than the "
+                                           "model's context of 64 tokens")
 
 
 def test_duplicate_texts_are_embedded_once(sims):

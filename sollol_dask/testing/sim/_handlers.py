@@ -176,6 +176,8 @@ class _Embed(_Base):
             return self._fail(503, "server busy, please try again.  maximum pending requests exceeded")
         if faults.eof_every and number % faults.eof_every == 0:
             return self._fail(400, 'do embedding request: Post "http://127.0.0.1:39201/embedding": EOF')
+        if faults.poison and any(faults.poison in t for t in texts):
+            return self._fail(400, "embedding contains NaN or Inf values")
         if faults.nan_every and number % faults.nan_every == 0:
             return self._fail(400, "embedding contains NaN or Inf values")
         if faults.malformed_every and number % faults.malformed_every == 0:

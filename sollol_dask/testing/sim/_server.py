@@ -44,6 +44,10 @@ class Faults:
     as a server pooling per token sends), ``unnormalized_every`` (scaled by 10),
     ``missing_vector_every`` (one vector fewer than texts), ``bad_index_every`` (OpenAI
     route: rows in reverse order, every ``index`` 0).
+
+    ``poison``: a request with a text containing this string is answered with Ollama's
+    400 "embedding contains NaN or Inf values", as some models do for some inputs on
+    every node: one row's own fault, while the rows around it embed.
     """
 
     eof_every: int = 0
@@ -65,6 +69,7 @@ class Faults:
     unnormalized_every: int = 0
     missing_vector_every: int = 0
     bad_index_every: int = 0
+    poison: str = ""
 
     def hits(self, every: int, number: int) -> bool:
         return bool(every) and number % every == 0
