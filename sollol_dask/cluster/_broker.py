@@ -138,12 +138,15 @@ class SlotBroker(SchedulerPlugin):
         # the dead connection) must not be granted a lease nobody would give back.
         self.gone: set[str] = set()
         self._ids = itertools.count(1)
+        self.requests = 0  # lease RPCs served (acquire and release)
+        self.granted = 0
         scheduler.handlers["sollol_slots_acquire"] = self.acquire
         scheduler.handlers["sollol_slots_release"] = self.release
 
     async def acquire(self, worker: str, nodes: dict[str, int], avoid=(), unusable=(),
                       timeout: float = _BROKER_WAIT, priority: float = 0.0,
                       spare: bool = False) -> dict | None:
+        self.requests += 1
         for name, cap in nodes.items():
             self.balancer.add_node(name, cap)
         # Several configurations share the broker (caps belong to nodes, not to runs):
@@ -163,6 +166,7 @@ class SlotBroker(SchedulerPlugin):
             return None
 
     def release(self, worker: str, leases: list[dict]) -> None:
+        self.requests += 1
         for item in leases:
             entry = self.leases.pop(item["lease"], None)
             if entry is None:
@@ -182,6 +186,10 @@ class SlotBroker(SchedulerPlugin):
         return {name: {"cap": s.cap, "inflight": s.inflight, "max_inflight_seen":
                        s.max_inflight_seen, "texts": s.texts, "speed": s.speed}
                 for name, s in self.balancer.nodes.items()}
+
+    def load(self) -> dict:
+        """Counters of the broker's own work (benchmarks read them)."""
+        return {"requests": self.requests, "granted": self.granted, "held": len(self.leases)}
 
     def add_worker(self, scheduler, worker: str) -> None:
         self.gone.discard(worker)  # a restarted worker may come back on the same address
@@ -204,12 +212,16 @@ class SlotBroker(SchedulerPlugin):
 
     def _grant(self, waiter: Waiter, node: str) -> None:
         lease = next(self._ids)
+        self.granted += 1
         self.leases[lease] = (waiter.owner, node)
         waiter.ticket.set_result({"node": node, "lease": lease, "contended": False})
 
     def _dispatch(self) -> None:
+        # Once no node has a free slot, the rest of the queue is not examined: with
+        # hundreds of requests waiting, each release would otherwise cost a full scan.
         served = self.waiters.serve(lambda w: self.balancer.choose(w.avoid, w.banned),
-                                    self._grant, live=self._live)
+                                    self._grant, live=self._live,
+                                    exhausted=lambda: not self.balancer.has_free_slot())
         # Requests for new work still waiting: the slots just granted are wanted elsewhere.
         if self.waiters.wanting(self._live):
             for waiter in served:
