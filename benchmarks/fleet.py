@@ -47,6 +47,15 @@ def _broker_state(dask_scheduler=None) -> dict:
     return dask_scheduler.plugins["sollol-dask-slots"].load()
 
 
+def _lease_stats(dask_worker=None) -> dict:
+    totals: dict = {}
+    for plugin in dask_worker.plugins.values():
+        stats = getattr(getattr(getattr(plugin, "router", None), "slots", None), "stats", None)
+        for k, v in (stats or {}).items():
+            totals[k] = totals.get(k, 0) + v
+    return totals
+
+
 def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
               slowdowns: list[float] | None = None, processes: int = 1,
               churn: bool = False, profile: bool = False,
@@ -90,6 +99,10 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
                "workers": sum(client.run(_worker_cpu).values()) - before["workers"],
                "sims": fleet.cpu_seconds() - before["sims"]}
         counters = fleet.counters()
+        worker_leases: dict = {}
+        for stats in client.run(_lease_stats).values():
+            for k, v in stats.items():
+                worker_leases[k] = worker_leases.get(k, 0) + v
         if profile:
             _print_profile(client.profile(start=wall_start, scheduler=True))
     leases = load["granted"] - before["load"]["granted"]
@@ -105,13 +118,18 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
         "leases_per_second": leases / seconds, "lease_rpcs_per_second": rpcs / seconds,
         "scheduler_cpu_us_per_lease": cpu["scheduler"] / max(1, leases) * 1e6,
         "sim_max_inflight": max_inflight, "cap": 2,
+        "worker_lease_stats": worker_leases,
         "sim_requests": sum(c["requests"] for c in counters),
         "idle": _idle(counters, wall_start, wall_start + seconds),
     }
     print(f"  {count} nodes x {workers} workers: efficiency {result['efficiency']:.2f} "
           f"({result['rate']:.0f}/{cap:.0f} texts/s, {seconds:.1f} s, {report.parts_written} parts); "
           "CPU/s " + ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_per_second"].items())
-          + f"; leases/s {result['leases_per_second']:.0f}, max in flight {max_inflight}; idle "
+          + f"; worker lease RPCs {worker_leases.get('requests', 0)} (mean "
+          f"{worker_leases.get('seconds', 0) / max(1, worker_leases.get('requests', 1)) * 1e3:.0f} ms), "
+          f"{worker_leases.get('releases', 0)} release RPCs"
+          + f"; leases/s {result['leases_per_second']:.0f} (RPCs/s "
+          f"{result['lease_rpcs_per_second']:.0f}), max in flight {max_inflight}; idle "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["idle"].items()),
           flush=True)
     return result
@@ -141,7 +159,11 @@ def _idle(counters: list[dict], start: float, end: float) -> dict:
              "after_last": [max(0.0, end - c["last_busy"]) for c in busy],
              "between": [max(0.0, c["last_busy"] - c["first_busy"] - c["busy_seconds"])
                          for c in busy]}
-    return {k: sum(v) / len(v) if v else 0.0 for k, v in parts.items()}
+    means = {k: sum(v) / len(v) if v else 0.0 for k, v in parts.items()}
+    # The run's own ends: before any node works, after every node is done.
+    means["run_start"] = min(parts["before_first"], default=0.0)
+    means["run_end"] = min(parts["after_last"], default=0.0)
+    return means
 
 
 def _print_profile(state: dict, top: int = 25) -> None:
