@@ -28,6 +28,7 @@ from ._endpoint import Endpoint, PoolFactory
 from ._fleet import Fleet
 from ._runner import JobRunner
 from ._loop import LoopThread
+from ._fdlimit import ensure_fd_limit
 from ._slots import LocalSlots, SlotSource
 from ._snapshot import NodeRow, snapshot
 from ._tasks import BackgroundTasks
@@ -62,6 +63,7 @@ class Router:
             first_timeout=settings.first_timeout,
             quarantine_after=settings.quarantine_after,
         )
+        ensure_fd_limit(sum(s.cap for s in self.balancer.nodes.values()))
         self.slots = (slots or LocalSlots)(self.balancer)
         self.endpoints = {
             n.name: Endpoint(n, settings, self._connections_for(n.name), open_pool)
