@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import ceiling, foundation, pipeline, saturation
+from . import ceiling, fleet, foundation, pipeline, saturation
 from ._common import save
 
 SCENARIOS = {
@@ -23,6 +23,7 @@ SCENARIOS = {
     "s4_scale_out": saturation.scale_out,
     "s5_client_ceiling": ceiling.client_ceiling,
     "s6_real_llama_server": ceiling.real_llama_server,
+    "s7_large_fleet": fleet.large_fleet,
 }
 
 

@@ -182,3 +182,17 @@ def _print_profile(state: dict, top: int = 25) -> None:
     total = sum(own.values()) or 1
     for key, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"    {count / total:6.1%}  {key}")
+
+
+def large_fleet() -> dict:
+    """64 and 256 cpu sims at full speed; 1,024 at an eighth of it (this 2-core machine
+    cannot parse 19,000 embeddings/s, see benchmarks/README.md); 2 and 4 worker processes."""
+    points = {}
+    for count, rows_per_node, slowdown, processes in ((64, 300, 1.0, 1), (256, 150, 1.0, 2),
+                                                      (1024, 40, 8.0, 2)):
+        for workers in (2, 4):
+            print(f" {count} nodes, {workers} workers", flush=True)
+            points[f"{count}x{workers}"] = run_fleet(
+                count, workers=workers, rows_per_node=rows_per_node,
+                slowdowns=[slowdown] * count, processes=processes)
+    return points
