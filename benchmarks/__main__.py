@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import ceiling, foundation, http2, pipeline, saturation
+from . import ceiling, fleet, foundation, http2, pipeline, saturation
 from ._common import save
 
 SCENARIOS = {
@@ -23,6 +23,7 @@ SCENARIOS = {
     "s4_scale_out": saturation.scale_out,
     "s5_client_ceiling": ceiling.client_ceiling,
     "s6_real_llama_server": ceiling.real_llama_server,
+    "s7_large_fleet": fleet.large_fleet,
     "http2_vs_http1": http2.http2_vs_http1,
 }
 

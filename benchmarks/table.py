@@ -53,6 +53,20 @@ def main() -> None:
         print(f"\nScenario 6, real llama-server (MiniLM, 2 cores): plain batched loop "
               f"{llama['plain_loop_rate']:.0f}/s, sollol_dask {llama['sollol_dask_rate']:.0f}/s "
               f"(ratio {llama['ratio']:.2f}); `python -m benchmarks s6_real_llama_server`")
+    fleet = _load("s7_large_fleet") or {}
+    if fleet:
+        print("\n| large fleet (scenario 7) | workers | rows | efficiency (target) | client CPU/s "
+              "| scheduler CPU/s | workers CPU/s | sims CPU/s | leases/s | scheduler us/lease "
+              "| max in flight (cap 2) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for row in fleet.values():
+            target = "0.90" if row["nodes"] >= 1024 else "0.95"
+            cpu = row["cpu_per_second"]
+            print(f"| {row['nodes']} cpu sims | {row['workers']} | {row['rows']} | "
+                  f"{row['efficiency']:.2f} ({target}) | {cpu['client']:.2f} | "
+                  f"{cpu['scheduler']:.2f} | {cpu['workers']:.2f} | {cpu['sims']:.2f} | "
+                  f"{row['leases_per_second']:.0f} | {row['scheduler_cpu_us_per_lease']:.0f} | "
+                  f"{row['sim_max_inflight']} |")
     for name in ("sim_rate", "embed_three_nodes", "parquet_throughput", "larger_than_memory"):
         data = _load(name)
         if data:

@@ -269,3 +269,14 @@ def test_first_timeout_shrinks_when_an_unmeasured_node_never_answers(clock):
         bal.probe_result("n0", True)
     assert seen == [120.0, 30.0, 7.5, 5.0, 5.0]
     assert bal.timeout_for("n1", 16) == 120.0  # per node
+
+
+def test_choose_many_takes_slots_as_repeated_choices_would(clock):
+    from sollol_dask.policy._balancer import SlotBalancer
+
+    b = SlotBalancer(["a", "b", "c"], [2, 1, 1], clock=clock)
+    assert b.choose_many(0) == []
+    taken = b.choose_many(3, unusable=["c"])
+    assert sorted(taken) == ["a", "a", "b"]  # caps hold; "c" is never chosen
+    assert b.choose_many(5, unusable=["c"]) == []
+    assert b.choose_many(5) == ["c"]

@@ -28,5 +28,5 @@ def test_batches_shrink_at_the_tail_only_when_nothing_waits_and_the_tail_matters
     assert next_batch_size(100, 2.0, True, 1.0, remaining=40, slots=4) == 100  # others wait
     assert next_batch_size(100, 0.2, False, 1.0, remaining=40, slots=4) == 100  # short anyway
     assert next_batch_size(100, None, False, 1.0, remaining=40, slots=4) == 100  # unmeasured
-    assert (lane_count(10, 16), lane_count(10, 1000), lane_count(0, 5), lane_count(999, 10**6)) \
-        == (2, 10, 1, 256)
+    assert (lane_count(10, 16), lane_count(10, 1000), lane_count(0, 5), lane_count(999, 10**6),
+            lane_count(5000, 10**6)) == (2, 10, 1, 999, 2048)

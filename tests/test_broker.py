@@ -98,7 +98,7 @@ def test_leases_of_a_worker_that_leaves_are_taken_back():
         await asyncio.sleep(0)
         broker.remove_worker(None, "w1", stimulus_id="test")
         assert (await waiting)["node"] == "a"
-        assert set(owner for owner, _ in broker.leases.values()) == {"w2"}
+        assert {lease.owner for lease in broker.leases} == {"w2"}
     run(scenario())
 
 
@@ -131,4 +131,81 @@ def test_grants_say_whether_other_requests_still_wait():
         assert (await first)["contended"] is True  # w2 is still waiting
         assert not second.done()
         second.cancel()
+    run(scenario())
+
+
+def test_bulk_requests_get_every_free_slot_up_to_the_ids_they_bring():
+    async def scenario():
+        broker = await started_broker()
+        nodes = {"a": 2, "b": 1, "c": 1}
+        answer = await broker.acquire("w1", nodes, leases=["w1-0", "w1-1", "w1-2"])
+        assert [g["lease"] for g in answer["grants"]] == ["w1-0", "w1-1", "w1-2"]
+        assert sorted(g["node"] for g in answer["grants"]) in (["a", "a", "b"], ["a", "a", "c"],
+                                                               ["a", "b", "c"])
+        rest = await broker.acquire("w1", nodes, leases=["w1-3", "w1-4"])
+        assert len(rest["grants"]) == 1  # one slot was left: caps hold
+        assert {n: s["inflight"] for n, s in broker.state().items()} == nodes
+        assert await broker.acquire("w2", nodes, leases=["w2-0"], timeout=0.05) is None
+        broker.release("w1", [{"lease": "w1-0"}, {"lease": "w1-1"}])  # two returned in one
+        again = await broker.acquire("w2", nodes, leases=["w2-0", "w2-1", "w2-2"])
+        assert len(again["grants"]) == 2
+    run(scenario())
+
+
+def test_a_repeated_request_gets_the_same_leases_not_more_slots():
+    async def scenario():
+        broker = await started_broker()
+        first = await broker.acquire("w1", {"a": 2}, leases=["w1-0"])
+        repeat = await broker.acquire("w1", {"a": 2}, leases=["w1-0"])  # delivered twice
+        assert repeat["grants"] == first["grants"]
+        assert broker.state()["a"]["inflight"] == 1
+        broker.release("w1", [{"lease": "w1-0"}])
+        broker.release("w1", [{"lease": "w1-0"}])  # a retried return frees the slot once
+        assert broker.state()["a"]["inflight"] == 0
+    run(scenario())
+
+
+def test_a_lease_neither_returned_nor_renewed_expires_and_its_slot_is_served_again():
+    from tests.conftest import FakeClock
+
+    async def scenario():
+        clock = FakeClock()
+        broker = SlotBroker(clock=clock)
+        await broker.start(types.SimpleNamespace(handlers={}))
+        lost = await broker.acquire("w1", {"a": 1, "b": 1}, leases=["w1-0"])
+        kept = await broker.acquire("w1", {"a": 1, "b": 1}, leases=["w1-1"])
+        clock.advance(20)
+        assert broker.renew("w1", ["w1-1"]) == 1  # w1-0's return was lost on the way
+        clock.advance(15)
+        again = await broker.acquire("w2", {"a": 1, "b": 1}, leases=["w2-0"])
+        assert again["grants"][0]["node"] == lost["grants"][0]["node"]
+        assert broker.load()["expired"] == 1
+        assert broker.state()[kept["grants"][0]["node"]]["inflight"] == 1  # renewed: held
+    run(scenario())
+
+
+def test_a_worker_leases_for_its_waiting_batches_in_one_request_and_returns_them_together():
+    from sollol_dask._outcome import Outcome
+    from sollol_dask.cluster._broker import BrokerSlots
+    from sollol_dask.policy._balancer import SlotBalancer
+
+    async def scenario():
+        broker = await started_broker()
+        calls: list[str] = []
+
+        async def call(handler, **kw):
+            calls.append(handler)
+            result = getattr(broker, handler.removeprefix("sollol_slots_"))(**kw)
+            return await result if asyncio.iscoroutine(result) else result
+
+        balancer = SlotBalancer(["a", "b", "c"], [2, 2, 2], clock=lambda: 0.0)
+        slots = BrokerSlots(balancer, call, "w1")
+        grants = await asyncio.gather(*(slots.acquire(frozenset()) for _ in range(6)))
+        assert sorted(g.node for g in grants) == ["a", "a", "b", "b", "c", "c"]
+        assert calls == ["sollol_slots_acquire"]  # six leases, one request
+        for grant in grants:
+            slots.release(grant, Outcome(texts=8, seconds=0.5))
+        await slots.aclose()
+        assert calls == ["sollol_slots_acquire", "sollol_slots_release"]  # six in one
+        assert {n: s["inflight"] for n, s in broker.state().items()} == {"a": 0, "b": 0, "c": 0}
     run(scenario())

@@ -30,6 +30,7 @@ from ._fleet import Fleet
 from ._job import JobResult
 from ._runner import JobRunner
 from ._loop import LoopThread
+from ._fdlimit import ensure_fd_limit
 from ._slots import LocalSlots, SlotSource
 from ._snapshot import NodeRow, snapshot
 from ._tasks import BackgroundTasks
@@ -65,6 +66,7 @@ class Router:
             first_timeout=settings.first_timeout,
             quarantine_after=settings.quarantine_after,
         )
+        ensure_fd_limit(sum(s.cap for s in self.balancer.nodes.values()))
         self.slots = (slots or LocalSlots)(self.balancer)
         self._open_pool = open_pool
         self.endpoints = {

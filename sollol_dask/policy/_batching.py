@@ -52,5 +52,9 @@ def next_batch_size(size: int, expected: float | None, contended: bool, batch_se
 
 def lane_count(slots: int, texts: int) -> int:
     """Concurrent lanes for a job: one per slot the fleet has (no more can be in flight),
-    and no more than small batches (8 texts) in the job."""
-    return max(1, min(slots, -(-texts // 8), 256))
+    and no more than small batches (8 texts) in the job; at most ``MAX_LANES``, enough
+    for one job to fill a fleet of 1,024 nodes of cap 2 (lanes are small coroutines)."""
+    return max(1, min(slots, -(-texts // 8), MAX_LANES))
+
+
+MAX_LANES = 2048

@@ -3,8 +3,8 @@ port, ``SimProcess`` in a child process) and a socket-free mock pool for unit te
 Product code never imports this package (``tests/test_layers.py``); only the
 ``sollol-dask sim`` and ``demo`` commands do."""
 
-from .sim import (PROFILES, Counters, Faults, SimNode, SimProcess, SimProfile, count_tokens,
+from .sim import (PROFILES, Counters, Faults, SimFleet, SimNode, SimProcess, SimProfile, count_tokens,
                   sim_digest, sim_vector, sim_vectors, truncate_text)
 
-__all__ = ["PROFILES", "Counters", "Faults", "SimNode", "SimProcess", "SimProfile", "count_tokens",
+__all__ = ["PROFILES", "Counters", "Faults", "SimFleet", "SimNode", "SimProcess", "SimProfile", "count_tokens",
            "sim_digest", "sim_vector", "sim_vectors", "truncate_text"]
