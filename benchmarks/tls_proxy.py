@@ -11,8 +11,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from sollol_dask.testing._processes import stop_process, wait_for_port
 
 _CONF = """\
 daemon off;
@@ -78,29 +79,10 @@ class TlsProxy:
         self.proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(self.dir)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.url = f"https://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 10
-        while True:  # readiness of an external process: its port accepts, with a deadline
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.proc.stderr.read()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("nginx did not listen within 10 s") from None
-                time.sleep(0.05)
+        wait_for_port(self.proc, self.port, "nginx", lambda: self.proc.stderr.read(), self.stop)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        if self.proc.stderr:
-            self.proc.stderr.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop_process(self.proc)
 
     def __enter__(self) -> TlsProxy:
         return self

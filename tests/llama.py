@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from sollol_dask.testing._processes import stop_process
+
 from .conftest import REPO, SHARED
 
 GGUF = SHARED / "models" / "all-MiniLM-L6-v2-q8_0.gguf"
@@ -61,11 +63,4 @@ class LlamaServer:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        stop_process(self.proc)

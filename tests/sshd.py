@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from sollol_dask.testing._processes import wait_for_port
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -34,18 +35,7 @@ class Sshd:
             f"PidFile {directory}/sshd.pid\n")
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
         self.proc = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(self.log)])
-        deadline = time.monotonic() + 10
-        while True:  # readiness of an external process: its port accepts, with a deadline
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd exited: {self.log.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("sshd did not listen within 10 s") from None
-                time.sleep(0.05)
+        wait_for_port(self.proc, self.port, "sshd", self.log.read_text, self.stop)
 
     def accepted(self) -> int:
         """How many SSH logins sshd accepted with the test's key."""

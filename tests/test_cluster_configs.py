@@ -187,8 +187,20 @@ def _slurm_module():
     return module
 
 
+@pytest.fixture
+def dashboard_pages():
+    """SLURMCluster runs its scheduler in this process, so its preload adds /sollol to
+    distributed's process-wide page list: put the list back for the tests that follow."""
+    from distributed.dashboard.scheduler import applications
+
+    before = dict(applications)
+    yield
+    applications.clear()
+    applications.update(before)
+
+
 @pytest.mark.timeout(300)
-def test_slurm_cluster_job_script_runs_a_worker_that_embeds(tmp_path, sims):
+def test_slurm_cluster_job_script_runs_a_worker_that_embeds(tmp_path, sims, dashboard_pages):
     from distributed import Client
 
     import sollol_dask as sd

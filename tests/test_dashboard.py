@@ -282,7 +282,7 @@ def test_p50_and_p95_show_the_latencies_seen(clock):
                                          latencies=[0.42] * 8 + [2.6] * 1)])  # merged
     doc, _ = _open_page(view)
     row = _cells(doc)["http://a:11434"]
-    assert (row[7], row[8]) == ("0.31 s", "2.6 s")  # not the bucket edges "0.5 s", "5 s"
+    assert (row[9], row[10]) == ("0.31 s", "2.6 s")  # not the bucket edges "0.5 s", "5 s"
     status = str(sd.FleetStatus(view.data(), "this process"))
     assert " 0.31 s " in status and " 2.6 s " in status
     from sollol_dask.dashboard._status import seconds_text
@@ -323,12 +323,13 @@ def test_status_command_shows_model_digest_and_memory_columns(job, capsys):
     assert cli_main(["status", "--scheduler", scheduler]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert re.split(r"\s{2,}", lines[1].strip()) == [
-        "node", "model", "digest", "state", "in flight / cap", "texts/s", "texts", "p50",
-        "p95", "memory", "errors"]
+        "node", "model", "digest", "state", "in flight / cap", "texts/s", "texts", "tokens/s",
+        "tokens", "p50", "p95", "memory", "errors"]
     row = next(re.split(r"\s{2,}", line.strip()) for line in lines if line.startswith(a.url))
     assert row[1:4] == [MODEL, a.digest[:12], "up"] and row[6] == str(a.counters.texts)
-    assert row[9] == "GPU 286 MiB"  # the sim's /api/ps: 300 MB, all in VRAM
-    assert re.fullmatch(r"\d+(\.\d+)? m?s", row[7]) and row[7] not in ("0.25 s", "0.5 s", "1 s")
+    assert int(row[8]) > 0  # tokens, as the sim reported them (prompt_eval_count)
+    assert row[11] == "GPU 286 MiB"  # the sim's /api/ps: 300 MB, all in VRAM
+    assert re.fullmatch(r"\d+(\.\d+)? m?s", row[9]) and row[9] not in ("0.25 s", "0.5 s", "1 s")
 
 
 def test_bag_dataframe_and_distributed_embed_jobs_are_listed(job, cluster, monkeypatch):

@@ -167,7 +167,7 @@ def test_closing_an_auto_embedder_stops_its_rediscovery(sims):
 def test_embed_discover_refuses_listed_nodes_and_headers(tmp_path, capsys):
     code = main(["embed", str(tmp_path), str(tmp_path / "out"), "--model", MODEL, "--discover",
                  "--header", "Authorization: Bearer x"])
-    assert code == 1
+    assert code == 2  # a usage mistake (exit codes: 2)
     assert capsys.readouterr().err == (
         "sollol-dask: error: --discover finds the nodes and sends them no headers: drop "
         "--node, --openai-node, --header and --header-env, or drop --discover\n")

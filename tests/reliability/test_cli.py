@@ -156,7 +156,9 @@ def test_cli_input_mistakes_exit_2_with_one_line_saying_what_to_fix(sims, tmp_pa
         "id, text): pass --column with the text column's name\n")
 
     pd.DataFrame({"text": [42, 43]}).to_parquet(tmp_path / "numbers.parquet")
-    result = sollol("embed", str(tmp_path / "numbers.parquet"), str(tmp_path / "out2"), *common)
+    # By default such rows are listed in _errors (issue 14); --on-invalid raise stops on them.
+    result = sollol("embed", str(tmp_path / "numbers.parquet"), str(tmp_path / "out2"), *common,
+                    "--on-invalid", "raise")
     assert result.returncode == 2, result.stderr
     ours = result.stderr[result.stderr.index("sollol-dask: error: "):].splitlines()
     assert ours[0] == (
