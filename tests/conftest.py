@@ -6,6 +6,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
 
@@ -66,3 +67,12 @@ def stop_process_groups(procs: list[subprocess.Popen]) -> None:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def text_corpus(directory: Path, texts: list[str], row_group_size: int = 100) -> Path:
+    """``directory`` with one parquet file of ``id`` and ``text`` columns (row groups of
+    ``row_group_size``, so a part can span several)."""
+    directory.mkdir()
+    pd.DataFrame({"id": range(len(texts)), "text": texts}).to_parquet(
+        directory / "c.parquet", row_group_size=row_group_size)
+    return directory

@@ -15,18 +15,14 @@ import pandas as pd
 
 from sollol_dask.testing import Faults
 
-from .conftest import MODEL, REPO
+from .conftest import MODEL, REPO, text_corpus
 
 TEXTS = [f"quiet text {i} " + "z" * (i % 30) for i in range(800)]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def corpus(tmp_path: Path) -> Path:
-    src = tmp_path / "corpus"
-    src.mkdir()
-    pd.DataFrame({"id": range(len(TEXTS)), "text": TEXTS}).to_parquet(
-        src / "c.parquet", row_group_size=100)
-    return src
+    return text_corpus(tmp_path / "corpus", TEXTS)
 
 
 def embed_cmd(src: Path, out: Path, *nodes: str) -> list[str]:

@@ -22,7 +22,7 @@ import sollol_dask as sd
 from sollol_dask import _progress
 from sollol_dask._progress import RowProgress
 
-from .conftest import MODEL, REPO
+from .conftest import MODEL, REPO, text_corpus
 
 TEXTS = [f"progress text {i} " + "y" * (i % 40) for i in range(800)]
 
@@ -98,11 +98,7 @@ def test_embed_with_progress_draws_rows_as_batches_return(sims, monkeypatch):
 # -- the command line: terminal versus pipe ------------------------------------------------
 
 def corpus(tmp_path: Path) -> Path:
-    src = tmp_path / "corpus"
-    src.mkdir()
-    pd.DataFrame({"id": range(len(TEXTS)), "text": TEXTS}).to_parquet(
-        src / "c.parquet", row_group_size=100)
-    return src
+    return text_corpus(tmp_path / "corpus", TEXTS)
 
 
 def run_in_terminal(cmd: list[str]) -> tuple[int, str, str]:

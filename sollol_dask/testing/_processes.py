@@ -37,5 +37,6 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
     if proc.stderr:
         proc.stderr.close()
