@@ -16,6 +16,7 @@ from typing import Any
 import dask.config
 import yaml
 
+from ._exceptions import ConfigurationError
 from ._node import Node, resolve_nodes
 from ._settings import RouterSettings
 from .backends import EmbedOptions
@@ -41,6 +42,10 @@ def resolve_settings(nodes: Iterable[str | Node] | str | Node | None, model: str
     """``RouterSettings`` from keywords (None: not given), then dask.config."""
     values = {name: given[name] if given.get(name) is not None
               else dask.config.get(config_key(name)) for name in NAMES}
+    policy = values["length_policy"]
+    if policy and given.get("truncate") is not None and given["truncate"] != (policy == "truncate"):
+        raise ConfigurationError(
+            f"truncate={given['truncate']} contradicts length_policy={policy!r}: give one of them")
     return RouterSettings(
         nodes=resolve_nodes(nodes),
         opts=EmbedOptions(model=model, **{k: values[k] for k in _REQUEST}),

@@ -29,6 +29,7 @@ from .engine._router import Router
 from ._exceptions import InsecureTLSWarning
 from ._settings import RouterSettings, check_prefix
 from .cluster._batches import BatchEmbedder
+from .engine._chunking import chunk_table
 from .dashboard import MONITOR_NAME, FleetMonitor, FleetStatus
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ class Embedder:
     ``max_response_bytes`` (None: texts x dimension x 48 bytes + 1 MiB per answer),
     ``verify`` (TLS: True, False or a CA bundle path); per request: ``truncate`` (True:
     the server truncates texts longer than the context; False: such a text raises
-    ``InputError`` naming its row), ``keep_alive``, ``dimensions``, ``options`` (Ollama
+    ``InputError`` naming its row), ``length_policy`` ("truncate", "reject" (the same as
+    truncate=False) or "chunk": a long text is embedded as overlapping windows that fit
+    the context and their vectors averaged; see README "Long texts"), ``context_length``
+    (tokens the chunk policy plans for; None: what the nodes report), ``keep_alive``, ``dimensions``, ``options`` (Ollama
     model options, sent identically every time), ``encoding`` ("base64" or "float",
     OpenAI route), ``prefix`` ("": put before every text, e.g. "search_document: " for
     nomic-embed-text; every ``embed*`` call takes ``prefix=`` to override it for that call).
@@ -93,6 +97,8 @@ class Embedder:
                  max_response_bytes: int | None = None,
                  verify: bool | str | None = None,
                  truncate: bool | None = None,
+                 length_policy: str | None = None,
+                 context_length: int | None = None,
                  keep_alive: str | None = None,
                  dimensions: int | None = None,
                  options: dict | None = None,
@@ -189,6 +195,19 @@ class Embedder:
         _progress.wait_for(client, futures, range(0, len(texts), CHUNK),
                            [len(c) for c in chunks], topic=topic, total=len(texts))
         return np.concatenate(client.gather(futures))
+
+    def embed_chunks(self, texts: Sequence[str], *, prefix: str | None = None):
+        """Every text as the windows the ``chunk`` length policy embeds, one row each:
+        a ``pyarrow.Table`` with ``row`` (the text's position), ``chunk`` (0, 1, ... in
+        the text), ``start`` and ``end`` (character offsets in the text as given) and
+        ``embedding``. A text that fits is one window; the prefix (the Embedder's) goes
+        before every window. In-process; raises ``InputError`` for a text that cannot
+        be embedded (not text, or refused at any window size).
+
+        >>> table = emb.embed_chunks([long_report])   # emb made with length_policy="chunk"
+        """
+        self._holder.check_open()
+        return chunk_table(self.router.embed_chunks(_prefixed(texts, self._prefix(prefix))))
 
     async def aembed(self, texts: Sequence[str] | str, *,
                      prefix: str | None = None) -> np.ndarray:

@@ -18,6 +18,9 @@ from ._node import Node
 from .backends import EmbedOptions
 
 
+LENGTH_POLICIES = ("truncate", "reject", "chunk")
+
+
 @dataclasses.dataclass(frozen=True)
 class RouterSettings:
     nodes: tuple[Node, ...]
@@ -48,9 +51,29 @@ class RouterSettings:
     # that join keep the workers' routers, measured speeds and cluster-wide caps.
     # "": the node list names the fleet (an explicit list).
     fleet: str = ""
+    # What happens to a text longer than the model's context: "truncate" (the server cuts
+    # it), "reject" (a row error), "chunk" (embedded as overlapping windows, pooled; see
+    # engine/_chunking). None: as ``opts.truncate`` says (truncate or reject).
+    length_policy: str | None = None
+    # Tokens of context the chunk policy plans windows for; None: the nodes' own (probed).
+    context_length: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verify", check_verify(self.verify))
+        policy = self.length_policy or ("truncate" if self.opts.truncate else "reject")
+        if policy not in LENGTH_POLICIES:
+            raise ConfigurationError(
+                f"length_policy must be one of {', '.join(LENGTH_POLICIES)}, not {policy!r}")
+        object.__setattr__(self, "length_policy", policy)
+        if self.opts.truncate != (policy == "truncate"):
+            # Windows go with truncation off: a window still too long is refused and
+            # split again rather than silently cut.
+            object.__setattr__(self, "opts",
+                               dataclasses.replace(self.opts, truncate=policy == "truncate"))
+        if self.context_length is not None and (
+                not isinstance(self.context_length, int) or self.context_length < 8):
+            raise ConfigurationError(
+                f"context_length must be a number of tokens >= 8, not {self.context_length!r}")
         if not self.opts.model or not isinstance(self.opts.model, str):
             raise ConfigurationError("model must be a non-empty string such as 'nomic-embed-text'")
         for name in ("batch_size", "max_batch_chars", "max_attempts", "eject_after",

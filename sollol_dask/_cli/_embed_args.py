@@ -84,6 +84,7 @@ SETTINGS = {
 RUN_FLAGS = {"column": "--column", "output_column": "--output-column",
              "overwrite": "--overwrite", "rows_per_part": "--rows-per-part",
              "on_invalid": "--on-invalid", "truncate": "--truncate", "options": "--option",
+             "length_policy": "--length-policy", "context_length": "--context-length",
              "retry_errors": "--retry-errors"}
 
 
@@ -178,10 +179,16 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
                                 help="Ollama truncates a text longer than the model's context "
                                      "(the default); --no-truncate makes it a row error "
                                      "naming its length")
-            length.add_argument("--length-policy", choices=("truncate", "reject"),
+            length.add_argument("--length-policy", choices=("truncate", "reject", "chunk"),
                                 default=None,
-                                help="the same as --truncate (truncate) or --no-truncate "
-                                     "(reject) (default: truncate)")
+                                help="truncate: the same as --truncate; reject: as "
+                                     "--no-truncate; chunk: embed a long text as overlapping "
+                                     "windows that fit the context and average their vectors "
+                                     "(default: truncate)")
+            group.add_argument("--context-length", type=_types.positive_int, default=None,
+                               metavar="TOKENS",
+                               help="the context --length-policy chunk plans windows for "
+                                    "(default: what the nodes report)")
             group.add_argument("--option", "--options", dest="options", action="append",
                                type=_types.model_option, metavar="KEY=VALUE",
                                help="an Ollama model option, e.g. num_ctx=8192 (repeat), or "
@@ -198,6 +205,7 @@ def embedder_kwargs(args: argparse.Namespace) -> dict:
     truncate = args.truncate if args.length_policy is None \
         else args.length_policy == "truncate"
     return {**kwargs, "truncate": truncate, "options": options or None,
+            "length_policy": args.length_policy, "context_length": args.context_length,
             "verify": False if args.insecure else (args.ca_bundle or None)}
 
 

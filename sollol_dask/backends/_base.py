@@ -67,6 +67,14 @@ class Backend:
     api: str = ""
     default_max_inflight: int = 2
     embed_path: str = ""
+    tokenize_path: str | None = None  # a route that counts a text's tokens, if the API has one
+
+    def tokenize_body(self, text: str, opts: EmbedOptions) -> bytes:
+        raise NotImplementedError
+
+    def parse_token_count(self, reply: Reply) -> int | None:
+        """The tokens a tokenizer answer lists; None for any other answer."""
+        return None
 
     def embed_body(self, texts: Sequence[str], opts: EmbedOptions) -> bytes:
         raise NotImplementedError

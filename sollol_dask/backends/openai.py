@@ -22,6 +22,18 @@ class OpenAIBackend(Backend):
     # raised to what the server reports (llama.cpp /props total_slots) when it does.
     default_max_inflight = 4
     embed_path = "/v1/embeddings"
+    # llama.cpp's tokenizer (other OpenAI-compatible servers answer 404: then not asked again)
+    tokenize_path = "/tokenize"
+
+    def tokenize_body(self, text: str, opts: EmbedOptions) -> bytes:
+        return orjson.dumps({"content": text, "add_special": True})
+
+    def parse_token_count(self, reply) -> int | None:
+        if reply.status != 200:
+            return None
+        data = _loads_or_none(reply.content)
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        return len(tokens) if isinstance(tokens, list) else None
 
     def embed_body(self, texts: Sequence[str], opts: EmbedOptions) -> bytes:
         body: dict = {"model": opts.model, "input": list(texts), "encoding_format": opts.encoding}

@@ -59,7 +59,10 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
     identity = {
         "model": opts.model, "digest": reference.digest, "dimension": reference.dimension,
         "options": {"truncate": opts.truncate, "dimensions": opts.dimensions,
-                    "options": opts.options},
+                    "options": opts.options,
+                    # windows pooled: other vectors than a run that truncates or rejects
+                    **({"length_policy": "chunk", "context_length": settings.context_length}
+                       if settings.length_policy == "chunk" else {})},
         "column": column, "output_column": output_column, "on_invalid": on_invalid,
         "rows_per_part": rows_per_part, "normalized": reference.normalized,
         "prefix": prefix or None,  # it changes the vectors: another prefix is another run

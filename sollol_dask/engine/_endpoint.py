@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .._exceptions import SollolError
 from .._node import Node
 from .._settings import RouterSettings
 from ..backends import BACKENDS, Backend, Reply
@@ -43,6 +44,8 @@ class Endpoint:
         self._connections = connections  # asked when the pool opens: the node's cap by then
         self._open_pool = open_pool
         self._pool: Pool | None = None
+        # Whether the node may count tokens (llama.cpp /tokenize); False once it did not.
+        self.has_tokenizer = self.backend.tokenize_path is not None
 
     async def request(self, method: str, path: str, body: bytes | None, timeout: float,
                       max_bytes: int) -> Reply:
@@ -68,6 +71,22 @@ class Endpoint:
         return self.backend.parse_answer(reply.content, len(texts), self.name,
                                          dimension=reference.dimension if reference else None,
                                          norm=reference.norm if reference else None)
+
+    async def count_tokens(self, text: str) -> int | None:
+        """``text``'s tokens by the node's own tokenizer (special tokens included), or
+        None if it has none (then it is not asked again) or cannot answer now."""
+        if not self.has_tokenizer:
+            return None
+        body = self.backend.tokenize_body(text, self.settings.opts)
+        try:
+            reply = await self.request("POST", self.backend.tokenize_path, body,
+                                       self.settings.probe_timeout, PROBE_BYTES + 16 * len(text))
+        except SollolError:
+            return None  # unreachable now: the estimate serves, the node's faults are the runner's
+        counted = self.backend.parse_token_count(reply)
+        if counted is None and 400 <= reply.status < 500:
+            self.has_tokenizer = False
+        return counted
 
     async def describe(self) -> NodeInfo:
         """What the node serves (dimension, digest, slots, whether the model is loaded)."""

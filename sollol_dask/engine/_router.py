@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 
-from .._exceptions import FleetWarning, SollolError
+from .._exceptions import FleetWarning, InputError, SollolError
 from .._node import Node
 from .._settings import RouterSettings
 from ..backends import BACKENDS
@@ -27,8 +27,9 @@ from ..policy._balancer import SlotBalancer
 from ..policy._identity import Reference
 from ._endpoint import Endpoint, PoolFactory
 from ._fleet import Fleet
+from ._chunking import Chunks
 from ._job import JobResult
-from ._runner import JobRunner
+from ._runner import JobRunner, not_text_message
 from ._loop import LoopThread
 from ._fdlimit import ensure_fd_limit
 from ._slots import LocalSlots, SlotSource
@@ -115,6 +116,22 @@ class Router:
         cannot be embedded for a reason of its own is returned as a row error (a zero
         row) instead of failing the call (see ``_runner``)."""
         return self._run(self.jobs.arun(texts, row_ids, record=record, on_rows=on_rows))
+
+    def embed_chunks(self, texts: Sequence[str], row_ids: Sequence | None = None) -> Chunks:
+        """Every text as the chunk policy's windows, each with its vector; a text that
+        cannot be embedded raises ``InputError`` naming its row."""
+        return self._run(self._embed_chunks(list(texts), row_ids))
+
+    async def _embed_chunks(self, texts: list, row_ids: Sequence | None) -> Chunks:
+        labels = list(row_ids) if row_ids is not None else list(range(len(texts)))
+        for label, text in zip(labels, texts):
+            if not isinstance(text, str):
+                raise InputError(not_text_message(label, text), row=label)
+        chunks = await self.jobs.arun_windows(texts, labels)
+        if chunks.errors:
+            first = chunks.errors[min(chunks.errors)]
+            raise InputError(first.message, row=first.row)
+        return chunks
 
     def check_fleet(self) -> Reference:
         """Probe every node now (if not done yet) and return the run's dimension/digest."""

@@ -36,6 +36,7 @@ from ..policy._hedge import RECHECK_HEDGE, hedge_target
 from ..policy._limits import clip
 from ..policy._retry import backoff_delay
 from ._endpoint import Endpoint
+from ._chunking import Chunks, embed_windows
 from ._fleet import Fleet
 from ._job import Batch, Job, JobResult
 from ._slots import Grant, SlotSource
@@ -72,9 +73,12 @@ class JobRunner:
 
     async def arun(self, texts: Sequence, row_ids: Sequence | None = None, *,
                    record: bool = False,
-                   on_rows: Callable[[int], None] | None = None) -> JobResult:
+                   on_rows: Callable[[int], None] | None = None,
+                   plain: bool = False) -> JobResult:
         """Embed ``texts``; with ``record``, rows that cannot be embedded for a reason of
-        their own are returned as row errors (zero rows) instead of raising."""
+        their own are returned as row errors (zero rows) instead of raising. Under the
+        ``chunk`` length policy a long text is embedded as windows, pooled (``_chunking``);
+        ``plain``: send every text as it is (the windows themselves)."""
         texts = list(texts)
         labels = list(row_ids) if row_ids is not None else list(range(len(texts)))
         screened: dict[int, RowError] = {}
@@ -104,6 +108,14 @@ class JobRunner:
             matrix[keep] = inner.matrix
             errors = {keep[p]: e for p, e in inner.errors.items()} | screened
             return JobResult(matrix, dict(sorted(errors.items())), inner.tokens)
+        if self.settings.length_policy == "chunk" and not plain and texts:
+            chunks = await self.arun_windows(texts, labels)
+            if chunks.errors and not record:
+                first = chunks.errors[min(chunks.errors)]
+                raise InputError(first.message, row=first.row)
+            if on_rows is not None:
+                on_rows(len(texts))
+            return chunks.pooled(len(texts), ref.dimension, bool(ref.normalized))
         if not texts:
             return JobResult(np.empty((0, ref.dimension), np.float32), {}, 0)
         unique, inverse = dedupe(texts)
@@ -143,6 +155,35 @@ class JobRunner:
                     errors[i] = error if labels[i] == error.row \
                         else dataclasses.replace(error, row=labels[i])
         return JobResult(job.matrix[inverse], errors, job.tokens)
+
+    async def arun_windows(self, texts: Sequence[str], labels: Sequence) -> Chunks:
+        """Every text as windows that fit the context, each with its vector (``_chunking``)."""
+        ref = await self.fleet.ready()
+
+        async def run(pieces: list[str], piece_labels: list) -> JobResult:
+            return await self.arun(pieces, piece_labels, record=True, plain=True)
+
+        return await embed_windows(texts, labels, run, context=self.context_length(),
+                                   count_tokens=self._count_tokens, dimension=ref.dimension,
+                                   prefix=self.settings.opts.prefix)
+
+    def context_length(self) -> int | None:
+        """Tokens a text may have: the setting, else the smallest context a node reports."""
+        if self.settings.context_length:
+            return self.settings.context_length
+        known = [info.context_length for info in self.fleet.infos.values()
+                 if info.context_length]
+        return min(known) if known else None
+
+    async def _count_tokens(self, text: str) -> int | None:
+        """``text``'s tokens by the first node that offers a tokenizer, None if none does."""
+        down = set(self.balancer.unusable())
+        for endpoint in self.endpoints.values():
+            if endpoint.has_tokenizer and endpoint.name not in down:
+                counted = await endpoint.count_tokens(text)
+                if counted is not None:
+                    return counted
+        return None
 
     async def _lane(self, job: Job) -> None:
         """Take a slot, cut a batch for that node, send it; retry or hedge; until done."""

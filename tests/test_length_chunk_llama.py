@@ -1,0 +1,81 @@
+"""The chunk length policy against the real llama-server (512 tokens of context per slot)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sollol_dask as sd
+
+from .llama import LlamaServer
+
+pytestmark = pytest.mark.llama
+
+WORDS = ("river stone quiet morning lantern harbor meadow copper violin orchard thunder "
+         "pencil glacier saffron compass velvet ember canyon whistle marble").split()
+
+
+def long_text(words: int = 3000) -> str:
+    return " ".join(f"{WORDS[i % len(WORDS)]}{i % 7}" for i in range(words))
+
+
+@pytest.fixture(scope="module")
+def llama():
+    server = LlamaServer(slots=4)  # fails (never skips) if the server cannot start
+    yield server
+    server.stop()
+
+
+def chunk_embedder(llama, **kwargs) -> sd.Embedder:
+    return sd.Embedder([sd.Node(llama.url, api="openai")], model="all-MiniLM-L6-v2",
+                       length_policy="chunk", **kwargs)
+
+
+def test_a_3000_word_text_is_never_refused_and_pools_its_windows(llama):
+    text = long_text()
+    with chunk_embedder(llama) as emb:
+        emb.check_fleet()
+        assert emb.router.jobs.context_length() == 512  # /props n_ctx, per slot
+        pooled = emb.embed(["short one", text, "another short one"])
+        table = emb.embed_chunks([text])
+    with sd.Embedder([sd.Node(llama.url, api="openai")], model="all-MiniLM-L6-v2",
+                     length_policy="reject") as direct:
+        windows = [text[a:b] for a, b in zip(table["start"].to_pylist(),
+                                             table["end"].to_pylist())]
+        window_vectors = direct.embed(windows)  # refused if any window were too long
+        short = direct.embed(["short one", "another short one"])
+    assert table.num_rows == len(windows) >= 8
+    mean = window_vectors.mean(axis=0)
+    mean /= np.linalg.norm(mean)  # llama-server's vectors are normalised: so is the pool
+    assert float(np.dot(pooled[1], mean)) > 0.9999
+    assert abs(float(np.linalg.norm(pooled[1])) - 1.0) < 1e-5
+    # Short texts go whole: their vectors are the direct ones (llama.cpp's numbers move in
+    # the fourth digit with how a batch is composed, so compared by cosine).
+    assert np.sum(pooled[[0, 2]] * short, axis=1).min() > 0.999
+
+
+def test_chunk_rows_cover_the_text_in_order_with_overlap(llama):
+    text = long_text()
+    with chunk_embedder(llama) as emb:
+        table = emb.embed_chunks(["tiny", text])
+    rows = table["row"].to_pylist()
+    assert rows[0] == 0 and set(rows[1:]) == {1}
+    starts, ends = table["start"].to_pylist()[1:], table["end"].to_pylist()[1:]
+    assert table["chunk"].to_pylist()[1:] == list(range(len(starts)))
+    assert starts[0] == 0 and ends[-1] == len(text)
+    assert all(s2 < e1 for e1, s2 in zip(ends, starts[1:]))  # each overlaps the next
+    assert all(s1 < s2 for s1, s2 in zip(starts, starts[1:]))
+    assert (table["start"][0].as_py(), table["end"][0].as_py()) == (0, 4)
+
+
+def test_windows_planned_too_large_are_split_until_the_server_takes_them(llama):
+    # A context claimed 4x too large: every planned window is refused by the server and
+    # split in halves until the pieces fit; the row is still embedded, never refused.
+    text = long_text(1500)
+    with chunk_embedder(llama, context_length=2048) as emb:
+        table = emb.embed_chunks([text])
+        pooled = emb.embed([text])
+    spans = list(zip(table["start"].to_pylist(), table["end"].to_pylist()))
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(b > a for a, b in spans)
+    assert abs(float(np.linalg.norm(pooled[0])) - 1.0) < 1e-5
