@@ -15,8 +15,8 @@ import numpy as np
 from distributed.client import FutureCancelledError, FuturesCancelledError
 from distributed.comm import CommClosedError
 
-from .cluster import (_collections, _discover, _membership, _ownership, _parquet, _plan,
-                      _plugin, _progress)
+from .cluster import (_chunked, _collections, _discover, _membership, _ownership, _parquet,
+                      _plan, _plugin, _progress)
 from .cluster._clients import current_client
 from ._exceptions import ConfigurationError, SollolError
 from .discovery import DiscoverySpec
@@ -196,17 +196,27 @@ class Embedder:
                            [len(c) for c in chunks], topic=topic, total=len(texts))
         return np.concatenate(client.gather(futures))
 
-    def embed_chunks(self, texts: Sequence[str], *, prefix: str | None = None):
+    def embed_chunks(self, texts, column: str = "text", *, prefix: str | None = None):
         """Every text as the windows the ``chunk`` length policy embeds, one row each:
-        a ``pyarrow.Table`` with ``row`` (the text's position), ``chunk`` (0, 1, ... in
-        the text), ``start`` and ``end`` (character offsets in the text as given) and
-        ``embedding``. A text that fits is one window; the prefix (the Embedder's) goes
-        before every window. In-process; raises ``InputError`` for a text that cannot
-        be embedded (not text, or refused at any window size).
+        ``row`` (the text's position; in a dask DataFrame its index label), ``chunk`` (0,
+        1, ... in the text), ``start`` and ``end`` (character offsets in the text as
+        given) and ``embedding``. A text that fits is one window; the prefix (the
+        Embedder's) goes before every window. Needs ``length_policy="chunk"``.
+
+        ``texts``: a list (embedded now, in this process: a ``pyarrow.Table``; a text that
+        cannot be embedded raises ``InputError`` naming its row), or a dask DataFrame and
+        its ``column`` (lazily, over the cluster: a dask DataFrame; missing texts give no
+        rows; write it with ``.to_parquet(...)``).
 
         >>> table = emb.embed_chunks([long_report])   # emb made with length_policy="chunk"
         """
         self._holder.check_open()
+        _chunked.check_chunk_policy(self.settings)
+        if hasattr(texts, "map_partitions"):
+            _collections.check_dataframe(texts)
+            self._register_if_client()
+            return _chunked.chunk_dataframe(self.settings, texts, column, self._dimension(),
+                                            prefix=self._prefix(prefix))
         return chunk_table(self.router.embed_chunks(_prefixed(texts, self._prefix(prefix))))
 
     async def aembed(self, texts: Sequence[str] | str, *,

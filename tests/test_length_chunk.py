@@ -96,15 +96,20 @@ def test_the_command_line_asks_for_chunk_and_a_context():
         ("chunk", 512, False)
 
 
-def test_embed_parquet_with_chunk_across_a_local_cluster(sims, tmp_path):
+@pytest.fixture(scope="module")
+def client():
+    with local_client() as client:
+        yield client
+
+
+def test_embed_parquet_with_chunk_across_a_local_cluster(client, sims, tmp_path):
     nodes = [sims("gpu", context_length=CONTEXT) for _ in range(2)]
     texts = [long_text(i) if i % 50 == 7 else f"row {i}" for i in range(600)]
     texts[99] = None  # a null stays a null vector
     pd.DataFrame({"id": range(600), "text": texts}).to_parquet(tmp_path / "in.parquet")
-    with local_client() as client:
-        emb = sd.Embedder([n.url for n in nodes], model=MODEL, length_policy="chunk")
-        report = emb.embed_parquet(str(tmp_path / "in.parquet"), str(tmp_path / "out"),
-                                   client=client, rows_per_part=250)
+    emb = sd.Embedder([n.url for n in nodes], model=MODEL, length_policy="chunk")
+    report = emb.embed_parquet(str(tmp_path / "in.parquet"), str(tmp_path / "out"),
+                               client=client, rows_per_part=250)
     assert (report.rows, report.embedded, report.null_rows, report.row_errors) == \
         (600, 599, 1, {})
     out = pd.read_parquet(tmp_path / "out").sort_values("id")
@@ -117,3 +122,36 @@ def test_embed_parquet_with_chunk_across_a_local_cluster(sims, tmp_path):
         else:
             assert np.array_equal(vector, sim_vectors(MODEL, [text], 768)[0]), i
     assert sum(n.counters.errors for n in nodes) == 0
+
+
+def test_chunk_rows_of_a_dask_dataframe_across_a_local_cluster(client, sims):
+    import dask.dataframe as dd
+
+    node = sims("gpu", context_length=CONTEXT)
+    texts = [long_text(i) if i % 10 == 3 else f"row {i}" for i in range(100)]
+    texts[50] = None  # no text: no chunk rows
+    frame = pd.DataFrame({"text": texts}, index=pd.RangeIndex(1000, 1100))
+    with sd.Embedder([node.url], model=MODEL, length_policy="chunk") as emb:
+        lazy = emb.embed_chunks(dd.from_pandas(frame, npartitions=4), "text")
+        out = lazy.compute()
+        local = emb.embed_chunks([t for t in texts if t is not None])
+    assert list(out.columns) == ["row", "chunk", "start", "end", "embedding"]
+    assert sorted(set(out["row"])) == [1000 + i for i in range(100) if i != 50]
+    assert len(out) == local.num_rows == 99 + sum(
+        len(plan_windows(t, window_chars(CONTEXT))) - 1 for t in texts if t and t.startswith("long"))
+    for row, mine in out.groupby("row"):
+        text = texts[row - 1000]
+        assert mine["chunk"].tolist() == list(range(len(mine)))
+        assert mine["start"].iloc[0] == 0 and mine["end"].iloc[-1] == len(text)
+        assert np.array_equal(np.stack(mine["embedding"].to_numpy()),
+                              sim_vectors(MODEL, [text[a:b] for a, b in
+                                                  zip(mine["start"], mine["end"])], 768))
+
+
+def test_embed_chunks_needs_the_chunk_policy(sims):
+    node = sims("gpu")
+    with sd.Embedder([node.url], model=MODEL) as emb:
+        with pytest.raises(sd.ConfigurationError) as info:
+            emb.embed_chunks(["text"])
+    assert str(info.value).startswith("embed_chunks needs length_policy='chunk' (this "
+                                      "Embedder's is 'truncate')")
