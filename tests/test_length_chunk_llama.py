@@ -7,6 +7,8 @@ import pytest
 
 import sollol_dask as sd
 
+from sollol_dask.policy._windows import window_chars
+
 from .llama import LlamaServer
 
 pytestmark = pytest.mark.llama
@@ -45,6 +47,10 @@ def test_a_3000_word_text_is_never_refused_and_pools_its_windows(llama):
         window_vectors = direct.embed(windows)  # refused if any window were too long
         short = direct.embed(["short one", "another short one"])
     assert table.num_rows == len(windows) >= 8
+    # Sized by llama.cpp's /tokenize (3.8 characters a token on this text), not by the
+    # 3-characters estimate: fewer, larger windows.
+    assert max(b - a for a, b in zip(table["start"].to_pylist(), table["end"].to_pylist())) \
+        > window_chars(512)
     mean = window_vectors.mean(axis=0)
     mean /= np.linalg.norm(mean)  # llama-server's vectors are normalised: so is the pool
     assert float(np.dot(pooled[1], mean)) > 0.9999
