@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pandas as pd
 import pytest
 
 import sollol_dask as sd
 
 from sollol_dask.policy._windows import window_chars
 
+from .conftest import REPO
 from .llama import LlamaServer
 
 pytestmark = pytest.mark.llama
@@ -85,3 +91,29 @@ def test_windows_planned_too_large_are_split_until_the_server_takes_them(llama):
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
     assert all(b > a for a, b in spans)
     assert abs(float(np.linalg.norm(pooled[0])) - 1.0) < 1e-5
+
+
+def test_the_command_line_embeds_a_3000_word_row_with_chunk_and_lists_it_under_reject(
+        llama, tmp_path):
+    texts = ["a short row", long_text(), "another short row"]
+    pd.DataFrame({"id": range(3), "text": texts}).to_parquet(tmp_path / "in.parquet")
+
+    def embed(policy: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sollol_dask", "embed", str(tmp_path / "in.parquet"),
+             str(tmp_path / policy), "--model", "all-MiniLM-L6-v2", "--openai-node", llama.url,
+             "--length-policy", policy, "--no-progress"],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    chunked = embed("chunk")
+    assert chunked.returncode == 0, chunked.stderr
+    back = pd.read_parquet(tmp_path / "chunk").sort_values("id")
+    vectors = np.stack(back["embedding"].to_numpy())
+    assert vectors.shape == (3, 384) and not (tmp_path / "chunk" / "_errors").exists()
+    with chunk_embedder(llama) as emb:
+        assert float(np.dot(vectors[1], emb.embed(texts[1]))) > 0.999
+    rejected = embed("reject")
+    assert rejected.returncode == 0, rejected.stderr
+    errors = pd.read_parquet(tmp_path / "reject" / "_errors")
+    assert errors["row"].tolist() == [1] and errors["reason"].tolist() == ["too-long"]
