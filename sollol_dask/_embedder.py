@@ -291,7 +291,8 @@ class Embedder:
                       output_column: str = "embedding", overwrite: bool = False,
                       rows_per_part: int = 4096, progress: bool = False,
                       on_invalid: str = "record", prefix: str | None = None,
-                      retry_errors: bool = False) -> EmbedReport:
+                      retry_errors: bool = False,
+                      truncated_column: str | None = None) -> EmbedReport:
         """Embed a parquet corpus (file, directory or glob) into ``dst`` part files.
 
         Every input column is kept and ``output_column`` added. Resumable: parts that
@@ -308,6 +309,9 @@ class Embedder:
         non-text value, ``"null"`` nulls non-text values without a list.
         ``retry_errors=True`` embeds again the rows listed there (and nothing else
         already written), for instance once the servers are fixed.
+        ``truncated_column`` (truncate length policy): add a bool column of that name, True
+        for the rows the server cut (see README "Long texts" for how it is learnt and
+        what it costs).
         """
         _plan.list_inputs(src)  # a wrong path is reported before any node is probed
         _ownership.check_disjoint(src, dst)  # so is an output that overlaps the inputs
@@ -317,7 +321,7 @@ class Embedder:
                 output_column=output_column, client=client, overwrite=overwrite,
                 rows_per_part=rows_per_part, progress=progress, on_invalid=on_invalid,
                 prefix=self._prefix(prefix), retry_errors=retry_errors,
-                install=self.register)
+                truncated_column=truncated_column, install=self.register)
         except (FutureCancelledError, FuturesCancelledError, CommClosedError) as exc:
             if not _scheduler_lost(exc):
                 raise

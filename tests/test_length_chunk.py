@@ -155,3 +155,26 @@ def test_embed_chunks_needs_the_chunk_policy(sims):
             emb.embed_chunks(["text"])
     assert str(info.value).startswith("embed_chunks needs length_policy='chunk' (this "
                                       "Embedder's is 'truncate')")
+
+
+def test_truncate_policy_flags_exactly_the_rows_the_server_cut(client, sims, tmp_path):
+    nodes = [sims("gpu", context_length=CONTEXT) for _ in range(2)]
+    texts = [long_text(i) if i % 40 == 11 else f"row {i}" for i in range(300)]
+    texts[5] = None
+    pd.DataFrame({"id": range(300), "text": texts}).to_parquet(tmp_path / "in.parquet")
+    emb = sd.Embedder([n.url for n in nodes], model=MODEL)  # truncate: the default
+    report = emb.embed_parquet(str(tmp_path / "in.parquet"), str(tmp_path / "out"),
+                               client=client, rows_per_part=100, truncated_column="cut")
+    assert (report.embedded, report.null_rows, report.row_errors) == (299, 1, {})
+    out = pd.read_parquet(tmp_path / "out").sort_values("id")
+    assert list(out.columns) == ["id", "text", "embedding", "cut"]
+    long_rows = [i for i in range(300) if i % 40 == 11]
+    assert out.loc[out["cut"], "id"].tolist() == long_rows
+    for i in long_rows:  # what the sim embeds of a text it cuts
+        assert np.array_equal(out["embedding"].iloc[i],
+                              sim_vectors(MODEL, [texts[i][:CONTEXT * 4]], 768)[0])
+    with pytest.raises(sd.ConfigurationError) as info:
+        emb.embed_parquet(str(tmp_path / "in.parquet"), str(tmp_path / "o2"), client=client,
+                          truncated_column="text")
+    assert str(info.value) == ("truncated_column='text' is already a column of the input "
+                               "or the output: choose another name")

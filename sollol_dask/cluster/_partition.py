@@ -29,6 +29,8 @@ class PartitionVectors:
     invalid_rows: int  # non-text values turned into nulls by on_invalid="null"
     errors: list[RowError] = dataclasses.field(default_factory=list)  # on_invalid="record"
     tokens: int = 0  # as the servers reported them
+    # Per row: the server cut the text (asked for with find_truncated); None: not asked
+    truncated: np.ndarray | None = None
 
 
 def check_on_invalid(on_invalid: str) -> None:
@@ -39,7 +41,7 @@ def check_on_invalid(on_invalid: str) -> None:
 def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *,
                  partition: object = None, on_invalid: str = "raise",
                  on_rows: Callable[[int], None] | None = None,
-                 prefix: str = "") -> PartitionVectors:
+                 prefix: str = "", find_truncated: bool = False) -> PartitionVectors:
     """Embed the text values (each after ``prefix``); None, NaN, "" and whitespace-only
     become null vectors (a prefix alone is not a text).
 
@@ -81,15 +83,20 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
     if on_rows is not None and nulls + invalid:
         on_rows(nulls + invalid)
     if not texts:
-        return PartitionVectors(matrix, valid, nulls, invalid)
+        return PartitionVectors(matrix, valid, nulls, invalid,
+                                truncated=np.zeros(len(values), bool) if find_truncated else None)
     result = router.embed_rows(texts, row_ids=text_labels, record=on_invalid == "record",
-                               on_rows=on_rows)
+                               on_rows=on_rows, find_truncated=find_truncated)
     matrix[valid] = result.matrix
+    truncated = None
+    if result.truncated is not None:
+        truncated = np.zeros(len(values), bool)
+        truncated[valid] = result.truncated
     if result.errors:
         positions = np.flatnonzero(valid)
         valid[positions[list(result.errors)]] = False
     return PartitionVectors(matrix, valid, nulls, invalid, list(result.errors.values()),
-                            result.tokens)
+                            result.tokens, truncated)
 
 
 def column_values(column: pa.ChunkedArray) -> list:

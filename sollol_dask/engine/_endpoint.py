@@ -7,6 +7,7 @@ tests pass ``testing.mock.MockPool`` and no socket is opened.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Protocol
 
@@ -57,11 +58,15 @@ class Endpoint:
         return await self._pool.request(method, path, body, timeout, max_bytes)
 
     async def embed(self, texts: list[str], labels: list, timeout: float,
-                    reference: Reference | None) -> tuple[np.ndarray, int | None]:
+                    reference: Reference | None,
+                    truncate: bool | None = None) -> tuple[np.ndarray, int | None]:
         """The batch's vectors, every row checked: count, order, finite, non-zero, and the
         fleet's dimension and norm (once the fleet has a reference); and the tokens the
-        server reports for the request (None if it reports none)."""
+        server reports for the request (None if it reports none). ``truncate``: this
+        request's own truncate option (None: the run's)."""
         opts = self.settings.opts
+        if truncate is not None and truncate != opts.truncate:
+            opts = dataclasses.replace(opts, truncate=truncate)
         body = self.backend.encode_embed(texts, labels, opts)
         limit = embed_limit(len(texts), reference.dimension if reference else None,
                             self.settings.max_response_bytes)

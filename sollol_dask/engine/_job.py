@@ -39,6 +39,8 @@ class JobResult:
     matrix: np.ndarray
     errors: dict[int, RowError]  # position in the call's texts -> why it has no vector
     tokens: int  # as the servers reported them (0 if none did)
+    # Per row: the server cut it (truncate policy, when asked to find out); None: not asked
+    truncated: np.ndarray | None = None
 
 
 class Job:
@@ -56,6 +58,7 @@ class Job:
         # (the router's injected wall clock).
         self.priority = priority
         self.record = False  # row errors are recorded, not raised (see _runner)
+        self.truncate: bool | None = None  # the truncate request option; None: the run's
         self._stored = 0
         self.on_stored = on_stored  # (start, stop) of each batch stored: row progress
         self.errors: dict[int, RowError] = {}  # position -> why it has no vector

@@ -111,11 +111,13 @@ class Router:
 
     def embed_rows(self, texts: Sequence, row_ids: Sequence | None = None, *,
                    record: bool = True,
-                   on_rows: Callable[[int], None] | None = None) -> JobResult:
+                   on_rows: Callable[[int], None] | None = None,
+                   find_truncated: bool = False) -> JobResult:
         """``embed`` with the tokens the servers reported; with ``record``, a row that
         cannot be embedded for a reason of its own is returned as a row error (a zero
         row) instead of failing the call (see ``_runner``)."""
-        return self._run(self.jobs.arun(texts, row_ids, record=record, on_rows=on_rows))
+        return self._run(self.jobs.arun(texts, row_ids, record=record, on_rows=on_rows,
+                                        find_truncated=find_truncated))
 
     def embed_chunks(self, texts: Sequence[str], row_ids: Sequence | None = None) -> Chunks:
         """Every text as the chunk policy's windows, each with its vector; a text that

@@ -74,11 +74,14 @@ class JobRunner:
     async def arun(self, texts: Sequence, row_ids: Sequence | None = None, *,
                    record: bool = False,
                    on_rows: Callable[[int], None] | None = None,
-                   plain: bool = False) -> JobResult:
+                   plain: bool = False, find_truncated: bool = False,
+                   truncate: bool | None = None) -> JobResult:
         """Embed ``texts``; with ``record``, rows that cannot be embedded for a reason of
         their own are returned as row errors (zero rows) instead of raising. Under the
         ``chunk`` length policy a long text is embedded as windows, pooled (``_chunking``);
-        ``plain``: send every text as it is (the windows themselves)."""
+        ``plain``: send every text as it is (the windows themselves). ``find_truncated``
+        (truncate policy): learn which rows the server cuts (``JobResult.truncated``, see
+        ``_flag_truncated``); ``truncate``: this job's own truncate request option."""
         texts = list(texts)
         labels = list(row_ids) if row_ids is not None else list(range(len(texts)))
         screened: dict[int, RowError] = {}
@@ -103,11 +106,16 @@ class JobRunner:
             if on_rows is not None:
                 on_rows(len(screened))  # refused rows are done too
             inner = await self.arun([texts[i] for i in keep], [labels[i] for i in keep],
-                                    record=True, on_rows=on_rows)
+                                    record=True, on_rows=on_rows, plain=plain,
+                                    find_truncated=find_truncated, truncate=truncate)
             matrix = np.zeros((len(texts), ref.dimension), np.float32)
             matrix[keep] = inner.matrix
             errors = {keep[p]: e for p, e in inner.errors.items()} | screened
-            return JobResult(matrix, dict(sorted(errors.items())), inner.tokens)
+            cut = None
+            if inner.truncated is not None:
+                cut = np.zeros(len(texts), bool)
+                cut[keep] = inner.truncated
+            return JobResult(matrix, dict(sorted(errors.items())), inner.tokens, cut)
         if self.settings.length_policy == "chunk" and not plain and texts:
             chunks = await self.arun_windows(texts, labels)
             if chunks.errors and not record:
@@ -116,6 +124,8 @@ class JobRunner:
             if on_rows is not None:
                 on_rows(len(texts))
             return chunks.pooled(len(texts), ref.dimension, bool(ref.normalized))
+        if find_truncated and self.settings.length_policy == "truncate" and texts:
+            return await self._flag_truncated(texts, labels, record, on_rows)
         if not texts:
             return JobResult(np.empty((0, ref.dimension), np.float32), {}, 0)
         unique, inverse = dedupe(texts)
@@ -126,6 +136,7 @@ class JobRunner:
                   self.settings.max_batch_chars, priority=self.wall_clock(),
                   on_stored=_rows_reporter(on_rows, inverse, len(unique)))
         job.record = record
+        job.truncate = truncate
         lanes = {asyncio.ensure_future(self._lane(job)) for _ in range(lane_count(self.balancer.usable_slots(), len(job.texts)))}
         finished = asyncio.ensure_future(job.finished.wait())
         try:
@@ -155,6 +166,32 @@ class JobRunner:
                     errors[i] = error if labels[i] == error.row \
                         else dataclasses.replace(error, row=labels[i])
         return JobResult(job.matrix[inverse], errors, job.tokens)
+
+    async def _flag_truncated(self, texts: list[str], labels: list, record: bool,
+                              on_rows: Callable[[int], None] | None) -> JobResult:
+        """Which rows the server cuts, known rather than guessed: Ollama says nothing per
+        input, so every row is first sent with truncation off; the rows refused as too
+        long (found by bisecting their batch) are sent again with it on, and flagged.
+        Costs a refused request and a bisection per batch holding such a row."""
+        first = await self.arun(texts, labels, record=True, on_rows=on_rows, truncate=False)
+        cut = np.zeros(len(texts), bool)
+        refused = [i for i, e in first.errors.items() if e.reason == TOO_LONG]
+        errors = {i: e for i, e in first.errors.items() if e.reason != TOO_LONG}
+        tokens = first.tokens
+        if refused:
+            again = await self.arun([texts[i] for i in refused], [labels[i] for i in refused],
+                                    record=True, truncate=True)
+            tokens += again.tokens
+            for p, i in enumerate(refused):
+                if p in again.errors:  # a server that never truncates (llama.cpp)
+                    errors[i] = again.errors[p]
+                else:
+                    first.matrix[i] = again.matrix[p]
+                    cut[i] = True
+        if errors and not record:
+            error = errors[min(errors)]
+            raise InputError(error.message, row=error.row)
+        return JobResult(first.matrix, dict(sorted(errors.items())), tokens, cut)
 
     async def arun_windows(self, texts: Sequence[str], labels: Sequence) -> Chunks:
         """Every text as windows that fit the context, each with its vector (``_chunking``)."""
@@ -238,7 +275,8 @@ class JobRunner:
         name = grant.node
         request = asyncio.ensure_future(self.endpoints[name].embed(
             job.texts_of(batch), job.labels_of(batch),
-            self.balancer.timeout_for(name, batch.size), self.fleet.reference))
+            self.balancer.timeout_for(name, batch.size), self.fleet.reference,
+            truncate=job.truncate))
         batch.running[name] = (request, self.clock())
         job.in_flight.add(batch)
         if not hedge:
