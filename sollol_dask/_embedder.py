@@ -292,7 +292,8 @@ class Embedder:
                       rows_per_part: int = 4096, progress: bool = False,
                       on_invalid: str = "record", prefix: str | None = None,
                       retry_errors: bool = False,
-                      truncated_column: str | None = None) -> EmbedReport:
+                      truncated_column: str | None = None,
+                      n_tokens_column: str | None = None) -> EmbedReport:
         """Embed a parquet corpus (file, directory or glob) into ``dst`` part files.
 
         Every input column is kept and ``output_column`` added. Resumable: parts that
@@ -311,7 +312,9 @@ class Embedder:
         already written), for instance once the servers are fixed.
         ``truncated_column`` (truncate length policy): add a bool column of that name, True
         for the rows the server cut (see README "Long texts" for how it is learnt and
-        what it costs).
+        what it costs). ``n_tokens_column``: add an int64 column of each row's tokens as
+        sent, counted by a node's own tokenizer (llama.cpp ``/tokenize``, one request per
+        row); null where no node offers one, and for rows without a vector.
         """
         _plan.list_inputs(src)  # a wrong path is reported before any node is probed
         _ownership.check_disjoint(src, dst)  # so is an output that overlaps the inputs
@@ -321,7 +324,8 @@ class Embedder:
                 output_column=output_column, client=client, overwrite=overwrite,
                 rows_per_part=rows_per_part, progress=progress, on_invalid=on_invalid,
                 prefix=self._prefix(prefix), retry_errors=retry_errors,
-                truncated_column=truncated_column, install=self.register)
+                truncated_column=truncated_column, n_tokens_column=n_tokens_column,
+                install=self.register)
         except (FutureCancelledError, FuturesCancelledError, CommClosedError) as exc:
             if not _scheduler_lost(exc):
                 raise

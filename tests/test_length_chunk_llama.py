@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,3 +118,18 @@ def test_the_command_line_embeds_a_3000_word_row_with_chunk_and_lists_it_under_r
     assert rejected.returncode == 0, rejected.stderr
     errors = pd.read_parquet(tmp_path / "reject" / "_errors")
     assert errors["row"].tolist() == [1] and errors["reason"].tolist() == ["too-long"]
+
+
+def test_n_tokens_are_the_server_s_counts_and_add_up_to_the_run_s_tokens(llama, tmp_path):
+    texts = [f"row {i}: " + "word " * (i % 37) for i in range(120)]
+    texts[3] = None
+    pd.DataFrame({"id": range(120), "text": texts}).to_parquet(tmp_path / "in.parquet")
+    with sd.Embedder([sd.Node(llama.url, api="openai")], model="all-MiniLM-L6-v2") as emb:
+        report = emb.embed_parquet(str(tmp_path / "in.parquet"), str(tmp_path / "out"),
+                                   rows_per_part=50, n_tokens_column="n_tokens")
+    out = pd.read_parquet(tmp_path / "out").sort_values("id")
+    direct = [None if t is None else len(httpx.post(
+        llama.url + "/tokenize", json={"content": t, "add_special": True}).json()["tokens"])
+        for t in texts]
+    assert [None if pd.isna(n) else int(n) for n in out["n_tokens"]] == direct
+    assert report.tokens == sum(n for n in direct if n is not None)  # usage.prompt_tokens

@@ -85,7 +85,7 @@ RUN_FLAGS = {"column": "--column", "output_column": "--output-column",
              "overwrite": "--overwrite", "rows_per_part": "--rows-per-part",
              "on_invalid": "--on-invalid", "truncate": "--truncate", "options": "--option",
              "length_policy": "--length-policy", "context_length": "--context-length",
-             "truncated_column": "--truncated-column",
+             "truncated_column": "--truncated-column", "n_tokens_column": "--n-tokens-column",
              "retry_errors": "--retry-errors"}
 
 
@@ -190,6 +190,10 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
                                help="with --length-policy truncate: add a column NAME, true "
                                     "for the rows the server cut (each such row costs a "
                                     "refused request first) (default: no such column)")
+            group.add_argument("--n-tokens-column", metavar="NAME", default=None,
+                               help="add a column NAME of each row's tokens, counted by a "
+                                    "node's tokenizer (llama.cpp; null where none offers one) "
+                                    "(default: no such column)")
             group.add_argument("--context-length", type=_types.positive_int, default=None,
                                metavar="TOKENS",
                                help="the context --length-policy chunk plans windows for "
@@ -218,4 +222,5 @@ def embed_parquet_kwargs(args: argparse.Namespace) -> dict:
     return {"column": args.column, "output_column": args.output_column,
             "overwrite": args.overwrite, "rows_per_part": args.rows_per_part,
             "progress": args.progress, "on_invalid": args.on_invalid,
-            "retry_errors": args.retry_errors, "truncated_column": args.truncated_column}
+            "retry_errors": args.retry_errors, "truncated_column": args.truncated_column,
+            "n_tokens_column": args.n_tokens_column}

@@ -37,7 +37,7 @@ from ._plugin import JOBS_TOPIC, existing_router, register, router_for
 from ._progress import TaskRows, rows_topic, wait_for
 from .._report import EmbedReport, merge_node_states
 from ._resume import METADATA_KEY, prepare_output
-from ._truncation import check_truncated_column
+from ._truncation import check_new_column, check_truncated_column, tokens_array
 from .._settings import RouterSettings
 
 
@@ -45,7 +45,7 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
                       column: str, output_column: str = "embedding", client=None,
                       overwrite: bool = False, rows_per_part: int = 4096, progress: bool = False,
                       on_invalid: str = "raise", prefix: str = "", retry_errors: bool = False,
-                      truncated_column: str | None = None,
+                      truncated_column: str | None = None, n_tokens_column: str | None = None,
                       install: Callable[[Any], object] | None = None) -> EmbedReport:
     """``install(client)`` puts what the run needs on the cluster it runs on (the
     facade's: worker plugin, slot broker, fleet monitor); default: ``register``.
@@ -56,6 +56,9 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
     check_disjoint(src, dst, paths)
     if truncated_column is not None:
         check_truncated_column(settings, in_fs, paths, truncated_column, output_column)
+    if n_tokens_column is not None:
+        check_new_column(in_fs, paths, "n_tokens_column", n_tokens_column, output_column,
+                         *filter(None, [truncated_column]))
     parts, inputs = plan_parts(in_fs, paths, column, output_column, rows_per_part,
                                partition_values(in_fs, src, paths))
     out_fs, out_path = fsspec.core.url_to_fs(str(dst))
@@ -72,6 +75,7 @@ def run_embed_parquet(settings: RouterSettings, reference: Reference, src: str, 
         "prefix": prefix or None,  # it changes the vectors: another prefix is another run
         # another output schema: a flag column of the rows the server cut (truncate policy)
         **({"truncated_column": truncated_column} if truncated_column else {}),
+        **({"n_tokens_column": n_tokens_column} if n_tokens_column else {}),
     }
     manifest = manifest_for(parts, inputs, identity)
     token = uuid.uuid4().hex[:8]  # names this run's job, tasks and temporary files
@@ -157,7 +161,8 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
             output_column=identity["output_column"], dim=reference.dimension,
             schema_meta=schema_meta, on_invalid=identity["on_invalid"], job=token,
             progress_topic=topic, prefix=identity["prefix"] or "",
-            truncated_column=identity.get("truncated_column"), pure=False)
+            truncated_column=identity.get("truncated_column"),
+            n_tokens_column=identity.get("n_tokens_column"), pure=False)
         if retry:
             futures += run_client.map(
                 patch_part, [s for s, _ in retry], [r for _, r in retry],
@@ -193,7 +198,8 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
 def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings, out_path: str,
                 column: str, output_column: str, dim: int, schema_meta: bytes, on_invalid: str,
                 job: str, progress_topic: str | None = None, prefix: str = "",
-                truncated_column: str | None = None) -> dict:
+                truncated_column: str | None = None,
+                n_tokens_column: str | None = None) -> dict:
     in_fs, in_path = fsspec.core.url_to_fs(spec.file)
     with context_meter.meter("sollol-read"), in_fs.open(in_path, "rb") as handle:
         try:
@@ -217,10 +223,13 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
                             dim, partition=f"{spec.name} ({spec.file}, rows {spec.file_row}..)",
                             on_invalid=on_invalid, prefix=prefix,
                             on_rows=TaskRows(progress_topic, spec.index) if progress_topic else None,
-                            find_truncated=truncated_column is not None)
+                            find_truncated=truncated_column is not None,
+                            count_tokens=n_tokens_column is not None)
     table = table.append_column(pa.field(output_column, vector_type(dim)), arrow_vectors(part))
     if truncated_column is not None:
         table = table.append_column(truncated_column, pa.array(part.truncated, pa.bool_()))
+    if n_tokens_column is not None:
+        table = table.append_column(n_tokens_column, tokens_array(part.n_tokens))
     metadata = dict(table.schema.metadata or {})
     metadata[METADATA_KEY] = schema_meta
     table = table.replace_schema_metadata(metadata)

@@ -31,6 +31,8 @@ class PartitionVectors:
     tokens: int = 0  # as the servers reported them
     # Per row: the server cut the text (asked for with find_truncated); None: not asked
     truncated: np.ndarray | None = None
+    # Per row: tokens by a node's tokenizer, -1 where unknown (asked for with count_tokens)
+    n_tokens: np.ndarray | None = None
 
 
 def check_on_invalid(on_invalid: str) -> None:
@@ -41,7 +43,8 @@ def check_on_invalid(on_invalid: str) -> None:
 def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *,
                  partition: object = None, on_invalid: str = "raise",
                  on_rows: Callable[[int], None] | None = None,
-                 prefix: str = "", find_truncated: bool = False) -> PartitionVectors:
+                 prefix: str = "", find_truncated: bool = False,
+                 count_tokens: bool = False) -> PartitionVectors:
     """Embed the text values (each after ``prefix``); None, NaN, "" and whitespace-only
     become null vectors (a prefix alone is not a text).
 
@@ -84,9 +87,12 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
         on_rows(nulls + invalid)
     if not texts:
         return PartitionVectors(matrix, valid, nulls, invalid,
-                                truncated=np.zeros(len(values), bool) if find_truncated else None)
+                                truncated=np.zeros(len(values), bool) if find_truncated else None,
+                                n_tokens=np.full(len(values), -1, np.int64) if count_tokens
+                                else None)
     result = router.embed_rows(texts, row_ids=text_labels, record=on_invalid == "record",
                                on_rows=on_rows, find_truncated=find_truncated)
+    sent = np.flatnonzero(valid)  # the rows of ``texts``, before row errors clear some
     matrix[valid] = result.matrix
     truncated = None
     if result.truncated is not None:
@@ -95,8 +101,14 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
     if result.errors:
         positions = np.flatnonzero(valid)
         valid[positions[list(result.errors)]] = False
+    n_tokens = None
+    if count_tokens:  # as sent (prefix included); -1 where no node could count
+        n_tokens = np.full(len(values), -1, np.int64)
+        kept = [p for p, row in enumerate(sent) if valid[row]]  # texts with a vector
+        counts = router.count_tokens([texts[p] for p in kept])
+        n_tokens[sent[kept]] = [-1 if n is None else n for n in counts]
     return PartitionVectors(matrix, valid, nulls, invalid, list(result.errors.values()),
-                            result.tokens, truncated)
+                            result.tokens, truncated, n_tokens)
 
 
 def column_values(column: pa.ChunkedArray) -> list:

@@ -119,6 +119,11 @@ class Router:
         return self._run(self.jobs.arun(texts, row_ids, record=record, on_rows=on_rows,
                                         find_truncated=find_truncated))
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int | None]:
+        """Each text's tokens by a node's own tokenizer (llama.cpp ``/tokenize``), special
+        tokens included; None for all when no node offers one."""
+        return self._run(self.jobs.count_each(list(texts)))
+
     def embed_chunks(self, texts: Sequence[str], row_ids: Sequence | None = None) -> Chunks:
         """Every text as the chunk policy's windows, each with its vector; a text that
         cannot be embedded raises ``InputError`` naming its row."""

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 # Three for a row: one node's passing fault hitting the same row three times is unlikely.
 SPLIT_AFTER = 2
 ROW_ERROR_AFTER = 3
+COUNT_AT_ONCE = 8  # tokenizer requests in flight for per-row token counts
 
 
 class JobRunner:
@@ -211,6 +212,19 @@ class JobRunner:
         known = [info.context_length for info in self.fleet.infos.values()
                  if info.context_length]
         return min(known) if known else None
+
+    async def count_each(self, texts: Sequence[str]) -> list[int | None]:
+        """Every text's tokens by a node's tokenizer (None where no node offers one),
+        ``COUNT_AT_ONCE`` requests in flight."""
+        ref = await self.fleet.ready()
+        del ref  # the fleet is checked: endpoints know their servers
+        gate = asyncio.Semaphore(COUNT_AT_ONCE)
+
+        async def one(text: str) -> int | None:
+            async with gate:
+                return await self._count_tokens(text)
+
+        return list(await asyncio.gather(*(one(t) for t in texts)))
 
     async def _count_tokens(self, text: str) -> int | None:
         """``text``'s tokens by the first node that offers a tokenizer, None if none does."""
