@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from ._clients import client_for_run, current_client
 from .._exceptions import InputError, OutputError
 from ._fingerprint import UnreadableParquet, chunk_digest, footer_digest
+from ._handoff import leave_pool_when_sent
 from ._hive import partition_columns, partition_values
 from ..policy._identity import Reference
 from ._commit import commit_part
@@ -205,7 +206,8 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
         part = embed_values(router_for(settings), column_values(table.column(column)), labels,
                             dim, partition=f"{spec.name} ({spec.file}, rows {spec.file_row}..)",
                             on_invalid=on_invalid, prefix=prefix,
-                            on_rows=TaskRows(progress_topic, spec.index) if progress_topic else None)
+                            on_rows=TaskRows(progress_topic, spec.index) if progress_topic else None,
+                            handed_out=leave_pool_when_sent())
     table = table.append_column(pa.field(output_column, vector_type(dim)), arrow_vectors(part))
     metadata = dict(table.schema.metadata or {})
     metadata[METADATA_KEY] = schema_meta

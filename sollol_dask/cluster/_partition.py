@@ -39,7 +39,8 @@ def check_on_invalid(on_invalid: str) -> None:
 def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *,
                  partition: object = None, on_invalid: str = "raise",
                  on_rows: Callable[[int], None] | None = None,
-                 prefix: str = "") -> PartitionVectors:
+                 prefix: str = "",
+                 handed_out: Callable[[], None] | None = None) -> PartitionVectors:
     """Embed the text values (each after ``prefix``); None, NaN, "" and whitespace-only
     become null vectors (a prefix alone is not a text).
 
@@ -48,6 +49,7 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
     ``"record"`` (then it, and any row the router cannot embed for a reason of its own, is
     a null vector and a ``RowError`` in ``errors``).
     ``on_rows(n)``: n more rows are done (null rows at once, texts as batches return).
+    ``handed_out()``: every text has been sent (see ``_handoff``).
     """
     valid = np.zeros(len(values), dtype=bool)
     texts: list[str] = []
@@ -83,7 +85,7 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
     if not texts:
         return PartitionVectors(matrix, valid, nulls, invalid)
     result = router.embed_rows(texts, row_ids=text_labels, record=on_invalid == "record",
-                               on_rows=on_rows)
+                               on_rows=on_rows, handed_out=handed_out)
     matrix[valid] = result.matrix
     if result.errors:
         positions = np.flatnonzero(valid)

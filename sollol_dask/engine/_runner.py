@@ -72,9 +72,12 @@ class JobRunner:
 
     async def arun(self, texts: Sequence, row_ids: Sequence | None = None, *,
                    record: bool = False,
-                   on_rows: Callable[[int], None] | None = None) -> JobResult:
+                   on_rows: Callable[[int], None] | None = None,
+                   on_handed_out: Callable[[], None] | None = None) -> JobResult:
         """Embed ``texts``; with ``record``, rows that cannot be embedded for a reason of
-        their own are returned as row errors (zero rows) instead of raising."""
+        their own are returned as row errors (zero rows) instead of raising.
+        ``on_handed_out()``: called once, on the loop, when every text has been sent (not
+        called for a call with nothing to send)."""
         texts = list(texts)
         labels = list(row_ids) if row_ids is not None else list(range(len(texts)))
         screened: dict[int, RowError] = {}
@@ -99,7 +102,7 @@ class JobRunner:
             if on_rows is not None:
                 on_rows(len(screened))  # refused rows are done too
             inner = await self.arun([texts[i] for i in keep], [labels[i] for i in keep],
-                                    record=True, on_rows=on_rows)
+                                    record=True, on_rows=on_rows, on_handed_out=on_handed_out)
             matrix = np.zeros((len(texts), ref.dimension), np.float32)
             matrix[keep] = inner.matrix
             errors = {keep[p]: e for p, e in inner.errors.items()} | screened
@@ -112,7 +115,8 @@ class JobRunner:
             first_label.setdefault(u, labels[i])
         job = Job(unique, [first_label[i] for i in range(len(unique))], ref.dimension,
                   self.settings.max_batch_chars, priority=self.wall_clock(),
-                  on_stored=_rows_reporter(on_rows, inverse, len(unique)))
+                  on_stored=_rows_reporter(on_rows, inverse, len(unique)),
+                  on_handed_out=on_handed_out)
         job.record = record
         lanes = {asyncio.ensure_future(self._lane(job)) for _ in range(lane_count(self.balancer.usable_slots(), len(job.texts)))}
         finished = asyncio.ensure_future(job.finished.wait())
