@@ -20,12 +20,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from distributed import secede
-from distributed.worker import thread_state
+from distributed.threadpoolexecutor import thread_state as pool_thread
+from distributed.worker import thread_state as task_thread
 
 
 def leave_pool_when_sent() -> Callable[[], None] | None:
     """``secede`` if this thread is running a task in a Dask worker's thread pool (else
     None: a plain thread, or a task that already left the pool)."""
-    if getattr(thread_state, "key", None) is None or not getattr(thread_state, "proceed", False):
+    # Two thread-locals: the task's (its key, set while it runs) and the pool's own
+    # ("proceed" is False once the thread has left the pool).
+    if getattr(task_thread, "key", None) is None or not getattr(pool_thread, "proceed", False):
         return None
     return secede
