@@ -108,14 +108,6 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
             _print_profile(client.profile(start=wall_start, scheduler=True))
             print("   workers (task threads and the routers' loops):")
             _print_profile(client.profile(start=wall_start))
-            print("   parts (task start, end, seconds after the run's start):")
-            for t in sorted(client.get_task_stream(start=wall_start),
-                            key=lambda t: t["startstops"][0]["start"]):
-                if "sollol-embed-part" in str(t["key"]):
-                    spans = [(s["action"], s["start"] - wall_start, s["stop"] - wall_start)
-                             for s in t["startstops"]]
-                    print("    ", str(t["key"]).rsplit("-", 1)[1], t["worker"][-5:],
-                          " ".join(f"{a} {b:.1f}-{e:.1f}" for a, b, e in spans))
         ids = pq.read_table(tmp / "out", columns=["id"]).column("id").to_numpy()
     # No row lost or written twice (churn: batches cut off by a dying node are resent).
     rows_check = {"rows_out": int(len(ids)), "distinct_ids": int(len(set(ids.tolist())))}
