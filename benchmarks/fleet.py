@@ -106,7 +106,7 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
         if profile:
             print("   scheduler's loop:")
             _print_profile(client.profile(start=wall_start, scheduler=True))
-            print("   workers (task threads and the routers' loops):")
+            print("   workers' task threads (the routers' loops are not sampled):")
             _print_profile(client.profile(start=wall_start))
         ids = pq.read_table(tmp / "out", columns=["id"]).column("id").to_numpy()
     # No row lost or written twice (churn: batches cut off by a dying node are resent).

@@ -12,6 +12,7 @@ from distributed import Client, LocalCluster
 
 import sollol_dask as sd
 from sollol_dask.engine._job import Job
+from sollol_dask.engine._slots import Grant
 from sollol_dask.testing import Faults, sim_vectors
 from sollol_dask.testing.mock import FakeOllama, vector
 
@@ -78,3 +79,20 @@ def test_one_worker_thread_keeps_several_parts_in_flight(sims, tmp_path):
     out = pq.read_table(tmp_path / "out").sort_by("id")
     assert np.array_equal(np.stack(out.column("embedding").to_numpy(zero_copy_only=False)),
                           sim_vectors(MODEL, texts, 768))
+
+
+def test_batches_shrink_for_the_tail_only_when_all_jobs_under_way_are_near_their_end(clock):
+    # A node measured at 0.1 s a text: its batch is 10 texts (batch_seconds=1). A job with
+    # 6 texts left on a fleet of 2 slots alone is at its tail (3 texts a slot); with a
+    # partition of 400 texts under way beside it, the slots have work: full batches.
+    h = Harness({A: FakeOllama()}, clock, batch_size=64, batch_seconds=1.0)
+    runner = h.router.jobs
+    h.router.balancer.release(A, texts=10, seconds=1.0)
+    ending = Job([f"e{i}" for i in range(6)], list(range(6)), 4, max_chars=10_000)
+    other = Job([f"o{i}" for i in range(400)], list(range(400)), 4, max_chars=10_000)
+    grant = Grant(A)
+    runner.under_way = {ending}
+    assert runner._batch_size(grant, ending) == 3
+    runner.under_way = {ending, other}
+    assert runner._batch_size(grant, ending) == 10
+    h.router.close()

@@ -64,6 +64,9 @@ class JobRunner:
         self.clock = clock
         self.wall_clock = wall_clock
         self.sleep = sleep
+        # Jobs under way in this process: a batch shrinks for the tail only when the
+        # texts of all of them are few (another partition's texts fill the slots first).
+        self.under_way: set[Job] = set()
 
     async def aembed(self, texts: Sequence[str], row_ids: Sequence | None = None,
                      on_rows: Callable[[int], None] | None = None) -> np.ndarray:
@@ -118,6 +121,7 @@ class JobRunner:
                   on_stored=_rows_reporter(on_rows, inverse, len(unique)),
                   on_handed_out=on_handed_out)
         job.record = record
+        self.under_way.add(job)
         lanes = {asyncio.ensure_future(self._lane(job)) for _ in range(lane_count(self.balancer.usable_slots(), len(job.texts)))}
         finished = asyncio.ensure_future(job.finished.wait())
         try:
@@ -136,6 +140,7 @@ class JobRunner:
                 if not lanes and not finished.done():
                     raise SollolError(f"internal error: {job.untaken} rows were never sent")
         finally:
+            self.under_way.discard(job)
             for task in (*lanes, finished):
                 task.cancel()
             await asyncio.gather(*lanes, finished, return_exceptions=True)
@@ -181,7 +186,8 @@ class JobRunner:
         size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
                                             self.settings.batch_seconds)
         return next_batch_size(size, self.balancer.expected_seconds(grant.node, size),
-                               grant.contended, self.settings.batch_seconds, job.untaken,
+                               grant.contended, self.settings.batch_seconds,
+                               sum(j.untaken for j in self.under_way) or job.untaken,
                                self.balancer.usable_slots())
 
     async def _acquire(self, avoid: frozenset[str], priority: float,
