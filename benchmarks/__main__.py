@@ -24,6 +24,7 @@ SCENARIOS = {
     "s5_client_ceiling": ceiling.client_ceiling,
     "s6_real_llama_server": ceiling.real_llama_server,
     "s7_large_fleet": fleet.large_fleet,
+    "s7_churn_mixed": fleet.churn_and_mixed,
     "http2_vs_http1": http2.http2_vs_http1,
 }
 

@@ -85,7 +85,7 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
                   "workers": sum(client.run(_worker_cpu).values()),
                   "sims": fleet.cpu_seconds(),
                   "load": client.run_on_scheduler(_broker_state)}
-        mover = _churn(fleet, count, rows / cap) if churn else None
+        mover, down = _churn(fleet, count, rows / cap) if churn else (None, None)
         started, wall_start = time.perf_counter(), time.time()
         report = emb.embed_parquet(str(tmp / "in.parquet"), str(tmp / "out"), client=client,
                                    **embed_kwargs)
@@ -104,14 +104,28 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
             for k, v in stats.items():
                 worker_leases[k] = worker_leases.get(k, 0) + v
         if profile:
+            print("   scheduler's loop:")
             _print_profile(client.profile(start=wall_start, scheduler=True))
+            print("   workers' task threads (the routers' loops are not sampled):")
+            _print_profile(client.profile(start=wall_start))
+        ids = pq.read_table(tmp / "out", columns=["id"]).column("id").to_numpy()
+    # No row lost or written twice (churn: batches cut off by a dying node are resent).
+    rows_check = {"rows_out": int(len(ids)), "distinct_ids": int(len(set(ids.tolist())))}
+    if rows_check != {"rows_out": rows, "distinct_ids": rows}:
+        raise AssertionError(f"{rows} rows in, out: {rows_check}")
+    effective = cap
+    if down:  # capacity the fleet did not have while nodes were down during the run
+        per_node = [PROFILES["cpu"].capacity(items, LARGEST_BATCH) / s for s in slowdowns]
+        down["seconds"] = max(0.0, min(down["to"], started + seconds) - down["from"])
+        effective -= sum(per_node[i] for i in range(0, count, 10)) * down["seconds"] / seconds
     leases = load["granted"] - before["load"]["granted"]
     rpcs = load["requests"] - before["load"]["requests"]
     max_inflight = max(c["max_inflight"] for c in counters)
     result = {
         "nodes": count, "workers": workers, "rows": rows, "seconds": seconds,
         "rate": report.embedded / seconds, "capacity": cap,
-        "efficiency": report.embedded / seconds / cap,
+        "efficiency": report.embedded / seconds / effective,
+        "effective_capacity": effective, "churn": down, **rows_check,
         "parts": report.parts_written, "settings": embed_kwargs or "defaults",
         "warm_up_seconds": warm_seconds,
         "cpu_per_second": {k: v / seconds for k, v in cpu.items()},
@@ -122,8 +136,8 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
         "sim_requests": sum(c["requests"] for c in counters),
         "idle": _idle(counters, wall_start, wall_start + seconds),
     }
-    print(f"  {count} nodes x {workers} workers: efficiency {result['efficiency']:.2f} "
-          f"({result['rate']:.0f}/{cap:.0f} texts/s, {seconds:.1f} s, {report.parts_written} parts); "
+    print(f"  {count} nodes x {workers} workers{' (churn)' if churn else ''}: efficiency {result['efficiency']:.2f} "
+          f"({result['rate']:.0f}/{effective:.0f} texts/s, {seconds:.1f} s, {report.parts_written} parts); "
           "CPU/s " + ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_per_second"].items())
           + f"; worker lease RPCs {worker_leases.get('requests', 0)} (mean "
           f"{worker_leases.get('seconds', 0) / max(1, worker_leases.get('requests', 1)) * 1e3:.0f} ms), "
@@ -135,20 +149,25 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
     return result
 
 
-def _churn(fleet: SimFleet, count: int, expected: float) -> threading.Thread:
+def _churn(fleet: SimFleet, count: int, expected: float) -> tuple[threading.Thread, dict]:
+    """A tenth of the nodes stop answering (connections refused) at 30% of the expected
+    run and come back at 70%; ``down`` gets how many, and when (perf_counter seconds)."""
     leaving = range(0, count, 10)
+    down: dict = {"nodes": len(leaving), "from": 0.0, "to": 0.0}
 
     def act() -> None:
         time.sleep(0.3 * expected)
+        down["from"] = time.perf_counter()
         for i in leaving:
             fleet.kill(i)
         time.sleep(0.4 * expected)
         for i in leaving:
             fleet.revive(i)
+        down["to"] = time.perf_counter()
 
     thread = threading.Thread(target=act, daemon=True)
     thread.start()
-    return thread
+    return thread, down
 
 
 def _idle(counters: list[dict], start: float, end: float) -> dict:
@@ -196,3 +215,14 @@ def large_fleet() -> dict:
                 count, workers=workers, rows_per_node=rows_per_node,
                 slowdowns=[slowdown] * count, processes=processes)
     return points
+
+
+def churn_and_mixed() -> dict:
+    """64 cpu sims of mixed speeds (1, 1.5, 2 and 4 times slower), and 64 of one speed of
+    which a tenth stop answering from 30% to 70% of the run (efficiency against the
+    capacity left while they were down; every row written once)."""
+    return {
+        "mixed_64x2": run_fleet(64, workers=2, rows_per_node=200,
+                                slowdowns=[1.0, 1.5, 2.0, 4.0] * 16),
+        "churn_64x2": run_fleet(64, workers=2, rows_per_node=300, churn=True),
+    }

@@ -15,6 +15,7 @@ import pandas as pd
 from dask.base import tokenize
 from distributed.metrics import context_meter
 
+from ._handoff import leave_pool_when_sent
 from ._partition import arrow_vectors, check_on_invalid, embed_values, vector_type
 from ._plugin import new_job, report_part, router_for, task_partition
 from ._progress import TaskRows
@@ -130,7 +131,8 @@ def sollol_embed_partition(pdf: pd.DataFrame, settings, column, output_column, d
     values = _original(pdf[column].tolist(), labels, stringified or {})
     with context_meter.meter("sollol-embed"):
         part = embed_values(router_for(settings), values, labels, dim, partition=number,
-                            on_invalid=on_invalid, prefix=prefix)
+                            on_invalid=on_invalid, prefix=prefix,
+                            handed_out=leave_pool_when_sent())
     report_part(job, number, len(pdf), time.perf_counter() - started)
     column_values = pd.arrays.ArrowExtensionArray(arrow_vectors(part))
     return pdf.assign(**{output_column: pd.Series(column_values, index=pdf.index)})
@@ -149,7 +151,8 @@ def sollol_embed_bag_partition(items, settings, dim, on_invalid, job=None, prefi
     number = task_partition()  # bags give no partition_info
     started = time.perf_counter()
     part = embed_values(router_for(settings), items, list(range(len(items))), dim,
-                        partition=number, on_invalid=on_invalid, prefix=prefix)
+                        partition=number, on_invalid=on_invalid, prefix=prefix,
+                        handed_out=leave_pool_when_sent())
     report_part(job, number, len(items), time.perf_counter() - started)
     return [row.copy() if ok else None for row, ok in zip(part.matrix, part.valid)]
 

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from ._clients import client_for_run, current_client
 from .._exceptions import InputError, OutputError
 from ._fingerprint import UnreadableParquet, chunk_digest, footer_digest
+from ._handoff import leave_pool_when_sent
 from ._hive import partition_columns, partition_values
 from ..policy._identity import Reference
 from ._commit import commit_part
@@ -224,7 +225,8 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
                             on_invalid=on_invalid, prefix=prefix,
                             on_rows=TaskRows(progress_topic, spec.index) if progress_topic else None,
                             find_truncated=truncated_column is not None,
-                            count_tokens=n_tokens_column is not None)
+                            count_tokens=n_tokens_column is not None,
+                            handed_out=leave_pool_when_sent())
     table = table.append_column(pa.field(output_column, vector_type(dim)), arrow_vectors(part))
     if truncated_column is not None:
         table = table.append_column(truncated_column, pa.array(part.truncated, pa.bool_()))

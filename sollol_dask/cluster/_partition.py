@@ -44,7 +44,8 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
                  partition: object = None, on_invalid: str = "raise",
                  on_rows: Callable[[int], None] | None = None,
                  prefix: str = "", find_truncated: bool = False,
-                 count_tokens: bool = False) -> PartitionVectors:
+                 count_tokens: bool = False,
+                 handed_out: Callable[[], None] | None = None) -> PartitionVectors:
     """Embed the text values (each after ``prefix``); None, NaN, "" and whitespace-only
     become null vectors (a prefix alone is not a text).
 
@@ -53,6 +54,7 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
     ``"record"`` (then it, and any row the router cannot embed for a reason of its own, is
     a null vector and a ``RowError`` in ``errors``).
     ``on_rows(n)``: n more rows are done (null rows at once, texts as batches return).
+    ``handed_out()``: every text has been sent (see ``_handoff``).
     """
     valid = np.zeros(len(values), dtype=bool)
     texts: list[str] = []
@@ -91,7 +93,8 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
                                 n_tokens=np.full(len(values), -1, np.int64) if count_tokens
                                 else None)
     result = router.embed_rows(texts, row_ids=text_labels, record=on_invalid == "record",
-                               on_rows=on_rows, find_truncated=find_truncated)
+                               on_rows=on_rows, find_truncated=find_truncated,
+                               handed_out=handed_out)
     sent = np.flatnonzero(valid)  # the rows of ``texts``, before row errors clear some
     matrix[valid] = result.matrix
     truncated = None

@@ -46,7 +46,8 @@ class JobResult:
 class Job:
     def __init__(self, texts: list[str], labels: list, dim: int, max_chars: int,
                  priority: float = 0.0,
-                 on_stored: Callable[[int, int], None] | None = None) -> None:
+                 on_stored: Callable[[int, int], None] | None = None,
+                 on_handed_out: Callable[[], None] | None = None) -> None:
         self.texts = texts
         self.labels = labels
         self.max_chars = max_chars
@@ -61,6 +62,9 @@ class Job:
         self.truncate: bool | None = None  # the truncate request option; None: the run's
         self._stored = 0
         self.on_stored = on_stored  # (start, stop) of each batch stored: row progress
+        # Called once, when every text is in a batch that was sent: the job then only
+        # waits for its last batches (a Dask task may leave its thread pool, see _handoff).
+        self.on_handed_out = on_handed_out
         self.errors: dict[int, RowError] = {}  # position -> why it has no vector
         self.tokens = 0  # as the servers reported them, winning copies only
         self.finished = asyncio.Event()  # set when every row has its vector
@@ -82,6 +86,9 @@ class Job:
                 break
             stop += 1
         self._cursor = stop
+        if stop == len(self.texts) and self.on_handed_out is not None:
+            self.on_handed_out()
+            self.on_handed_out = None
         return Batch(start, stop)
 
     @property

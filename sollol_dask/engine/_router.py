@@ -112,12 +112,32 @@ class Router:
     def embed_rows(self, texts: Sequence, row_ids: Sequence | None = None, *,
                    record: bool = True,
                    on_rows: Callable[[int], None] | None = None,
-                   find_truncated: bool = False) -> JobResult:
+                   find_truncated: bool = False,
+                   handed_out: Callable[[], None] | None = None) -> JobResult:
         """``embed`` with the tokens the servers reported; with ``record``, a row that
         cannot be embedded for a reason of its own is returned as a row error (a zero
-        row) instead of failing the call (see ``_runner``)."""
-        return self._run(self.jobs.arun(texts, row_ids, record=record, on_rows=on_rows,
-                                        find_truncated=find_truncated))
+        row) instead of failing the call (see ``_runner``).
+        ``handed_out()``: called once in this thread when every text has been sent and
+        the call only waits for its last batches (not if it ends before that)."""
+        if handed_out is None:
+            return self._run(self.jobs.arun(texts, row_ids, record=record, on_rows=on_rows,
+                                            find_truncated=find_truncated))
+        sent = threading.Event()  # set from the loop thread: all sent, or the call ended
+        future = self._thread().submit(self.jobs.arun(texts, row_ids, record=record,
+                                                      on_rows=on_rows, find_truncated=find_truncated,
+                                                      on_handed_out=sent.set))
+        future.add_done_callback(lambda _: sent.set())
+        try:
+            sent.wait()
+            if not future.done():
+                handed_out()
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            for message in self.fleet.take_warnings():
+                warnings.warn(message, FleetWarning, stacklevel=2)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int | None]:
         """Each text's tokens by a node's own tokenizer (llama.cpp ``/tokenize``), special

@@ -66,6 +66,9 @@ class JobRunner:
         self.clock = clock
         self.wall_clock = wall_clock
         self.sleep = sleep
+        # Jobs under way in this process: a batch shrinks for the tail only when the
+        # texts of all of them are few (another partition's texts fill the slots first).
+        self.under_way: set[Job] = set()
 
     async def aembed(self, texts: Sequence[str], row_ids: Sequence | None = None,
                      on_rows: Callable[[int], None] | None = None) -> np.ndarray:
@@ -76,13 +79,16 @@ class JobRunner:
                    record: bool = False,
                    on_rows: Callable[[int], None] | None = None,
                    plain: bool = False, find_truncated: bool = False,
-                   truncate: bool | None = None) -> JobResult:
+                   truncate: bool | None = None,
+                   on_handed_out: Callable[[], None] | None = None) -> JobResult:
         """Embed ``texts``; with ``record``, rows that cannot be embedded for a reason of
         their own are returned as row errors (zero rows) instead of raising. Under the
         ``chunk`` length policy a long text is embedded as windows, pooled (``_chunking``);
         ``plain``: send every text as it is (the windows themselves). ``find_truncated``
         (truncate policy): learn which rows the server cuts (``JobResult.truncated``, see
-        ``_flag_truncated``); ``truncate``: this job's own truncate request option."""
+        ``_flag_truncated``); ``truncate``: this job's own truncate request option.
+        ``on_handed_out()``: called once, on the loop, when every text has been sent (not
+        called for a call with nothing to send)."""
         texts = list(texts)
         labels = list(row_ids) if row_ids is not None else list(range(len(texts)))
         screened: dict[int, RowError] = {}
@@ -108,7 +114,8 @@ class JobRunner:
                 on_rows(len(screened))  # refused rows are done too
             inner = await self.arun([texts[i] for i in keep], [labels[i] for i in keep],
                                     record=True, on_rows=on_rows, plain=plain,
-                                    find_truncated=find_truncated, truncate=truncate)
+                                    find_truncated=find_truncated, truncate=truncate,
+                                    on_handed_out=on_handed_out)
             matrix = np.zeros((len(texts), ref.dimension), np.float32)
             matrix[keep] = inner.matrix
             errors = {keep[p]: e for p, e in inner.errors.items()} | screened
@@ -135,9 +142,11 @@ class JobRunner:
             first_label.setdefault(u, labels[i])
         job = Job(unique, [first_label[i] for i in range(len(unique))], ref.dimension,
                   self.settings.max_batch_chars, priority=self.wall_clock(),
-                  on_stored=_rows_reporter(on_rows, inverse, len(unique)))
+                  on_stored=_rows_reporter(on_rows, inverse, len(unique)),
+                  on_handed_out=on_handed_out)
         job.record = record
         job.truncate = truncate
+        self.under_way.add(job)
         lanes = {asyncio.ensure_future(self._lane(job)) for _ in range(lane_count(self.balancer.usable_slots(), len(job.texts)))}
         finished = asyncio.ensure_future(job.finished.wait())
         try:
@@ -156,6 +165,7 @@ class JobRunner:
                 if not lanes and not finished.done():
                     raise SollolError(f"internal error: {job.untaken} rows were never sent")
         finally:
+            self.under_way.discard(job)
             for task in (*lanes, finished):
                 task.cancel()
             await asyncio.gather(*lanes, finished, return_exceptions=True)
@@ -269,7 +279,8 @@ class JobRunner:
         size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
                                             self.settings.batch_seconds)
         return next_batch_size(size, self.balancer.expected_seconds(grant.node, size),
-                               grant.contended, self.settings.batch_seconds, job.untaken,
+                               grant.contended, self.settings.batch_seconds,
+                               sum(j.untaken for j in self.under_way) or job.untaken,
                                self.balancer.usable_slots())
 
     async def _acquire(self, avoid: frozenset[str], priority: float,
