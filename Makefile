@@ -24,7 +24,8 @@ browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-# nginx from Debian: the TLS proxy of the HTTP/2 vs HTTP/1.1 benchmark.
+# nginx from Debian: the TLS proxy (tests/tls_proxy.py) of the HTTP/2 vs HTTP/1.1 benchmark
+# and of the https:// security test.
 nginx:
 	test -x /usr/sbin/nginx || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
@@ -34,7 +35,7 @@ sshd:
 	test -x /usr/sbin/sshd && command -v ssh >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client; }
 
-test: install llama-server browser sshd
+test: install llama-server browser sshd nginx
 	$(PY) -m pytest -q tests
 
 demo: install

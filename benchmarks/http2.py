@@ -1,15 +1,19 @@
 """HTTP/2 against HTTP/1.1 keep-alive through a real TLS proxy (nginx), at the router's
-per-node concurrency, with sollol_dask's own connection pools.
+per-node concurrency: the product's connection pool against httpx's, with and without HTTP/2.
 
 SOLLOL's author claimed "~30% latency reduction" from HTTP/2. Ollama speaks only cleartext
 HTTP/1.1, so HTTP/2 can only ever run between the client and a TLS proxy in front of it;
-this measures exactly that hop. Three clients, each the pool the product has or could have:
+this measures exactly that hop. Three clients, each reading bodies as the product does:
 
-- ``h2``: ``Http2Pool`` as shipped (httpx, ``http2=True``, ALPN picks h2: one connection,
-  requests multiplexed as streams);
+- ``h2``: ``HttpxPool`` with ``http2=True`` (ALPN picks h2: one connection, requests
+  multiplexed as streams). This was the product's pool for ``https://`` nodes until this
+  measurement retired it;
 - ``h1-httpx``: the same pool with ``http2=False`` (HTTP/1.1 keep-alive, one connection per
   request in flight);
-- ``h1-aiohttp``: ``Http1Pool`` (aiohttp, HTTP/1.1 keep-alive) given the proxy's CA.
+- ``h1-aiohttp``: the product's ``NodePool`` (aiohttp, HTTP/1.1 keep-alive) given the
+  proxy's CA: what every node, ``https://`` ones included, is reached with now.
+
+Needs the ``bench`` extra (``httpx[http2]``: the product itself no longer uses httpx).
 
 Two upstreams: the ``instant`` simulated node (no model time: the protocol is everything,
 the case most favourable to finding a difference) and the real ``llama-server`` with the
@@ -26,31 +30,55 @@ import statistics
 import sys
 import time
 
-import aiohttp
 import httpx
 import orjson
 
-from sollol_dask.engine._transport import Http1Pool, Http2Pool
+from sollol_dask.backends import Reply
+from sollol_dask.engine._transport import NodePool
 
 from ._common import MODEL, fleet, texts
-from .tls_proxy import TlsProxy
 
 CLIENTS = ("h2", "h1-httpx", "h1-aiohttp")
 
 
-def _pool(kind: str, url: str, ca: str, connections: int):
+class HttpxPool(NodePool):
+    """``NodePool``'s interface and bounded body reading over an httpx client, HTTP/2 or
+    HTTP/1.1 (the pool the product shipped for ``https://`` nodes before this measurement)."""
+
+    _client: httpx.AsyncClient | None = None
+
+    def __init__(self, *args, http2: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.http2 = http2
+
+    async def request(self, method: str, path: str, body: bytes | None,
+                      timeout: float, max_bytes: int) -> Reply:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.url, http2=self.http2, verify=self.verify, trust_env=False,
+                limits=httpx.Limits(max_connections=self.connections,
+                                    max_keepalive_connections=self.connections))
+        async with asyncio.timeout(timeout), self._client.stream(
+                method, path, content=body,
+                headers={"Content-Type": "application/json"} if body is not None else None,
+                timeout=httpx.Timeout(timeout, connect=5.0)) as response:
+            declared = response.headers.get("Content-Length")
+            chunks = response.aiter_bytes()
+            content = await self._read_body(
+                lambda: anext(chunks, b""), int(declared) if declared else None,
+                response.status_code, max_bytes)
+            return Reply(response.status_code, content, path)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def _pool(kind: str, url: str, ca: str, connections: int) -> NodePool:
+    verify = ssl.create_default_context(cafile=ca)
     if kind == "h1-aiohttp":
-        pool = Http1Pool("proxy", url, None, connections, ca)
-        pool._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            limit=connections, ssl=ssl.create_default_context(cafile=ca)), trust_env=False)
-        return pool
-    pool = Http2Pool("proxy", url, None, connections, ca)
-    if kind == "h1-httpx":
-        pool._client = httpx.AsyncClient(
-            base_url=pool.url, http2=False, verify=ssl.create_default_context(cafile=ca),
-            limits=httpx.Limits(max_connections=connections,
-                                max_keepalive_connections=connections), trust_env=False)
-    return pool
+        return NodePool("proxy", url, None, connections, verify)
+    return HttpxPool("proxy", url, None, connections, verify, http2=kind == "h2")
 
 
 async def _run(kind: str, url: str, ca: str, path: str, body: bytes, concurrency: int,
@@ -70,7 +98,7 @@ async def _run(kind: str, url: str, ca: str, path: str, body: bytes, concurrency
                 started = time.perf_counter()
                 reply = await pool.request("POST", path, body, 120, 1 << 26)
                 latencies.append(time.perf_counter() - started)
-                assert reply.status == 200, reply.body[:300]
+                assert reply.status == 200, reply.content[:300]
 
         started = time.perf_counter()
         await asyncio.gather(*(lane() for _ in range(concurrency)))
@@ -110,6 +138,10 @@ def _negotiated(url: str, ca: str) -> dict:
 
 
 def http2_vs_http1(requests: int = 400, rounds: int = 3) -> dict:
+    sys.path.insert(0, ".")
+    from tests.llama import LlamaServer  # the same launchers the tests use
+    from tests.tls_proxy import TlsProxy
+
     rows = []
     with fleet("instant") as (node,), TlsProxy(node.url) as proxy:
         negotiated = _negotiated(proxy.url, proxy.ca)
@@ -122,9 +154,6 @@ def http2_vs_http1(requests: int = 400, rounds: int = 3) -> dict:
                                                concurrency, requests, rounds)})
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    sys.path.insert(0, ".")
-    from tests.llama import LlamaServer  # the same launcher the tests use
-
     # 8 short texts a request, 16 timed requests after the warm-up ones: a fresh server for
     # each measurement, since this llama-server build stalls after about 350 sequences
     # (see ceiling.py).

@@ -6,9 +6,9 @@ secrets here when it is built or unpickled, so every process that holds one (the
 each Dask worker) knows them; header values read from the environment are registered
 where they are read. Then:
 
-- every log record created in the process, from any logger (``httpx``, ``httpcore``,
-  ``hpack``, ``aiohttp``, ``distributed``, ours, ones created later), has the secrets in
-  its message, arguments and exception text replaced by ``***``;
+- every log record created in the process, from any logger (``aiohttp``, ``asyncio``,
+  ``distributed``, ours, yours, ones created later), has the secrets in its message,
+  arguments and exception text replaced by ``***``;
 - every ``SollolError`` message passes through :func:`redact` (see ``_exceptions``);
 - what leaves the process pickled (the WorkerPlugin on the scheduler, task graphs) holds
   header values sealed, not as text a DEBUG log of the bytes would show (``_secrets``).
@@ -17,7 +17,7 @@ Why a record factory rather than a ``logging.Filter`` on handlers: a filter on a
 misses handlers added later (``logging.basicConfig`` after import, pytest's capture,
 distributed re-reading its logging config, which installs its own handler on the
 ``distributed`` logger with ``propagate=False``), and a filter on a logger misses records
-of its child loggers (``hpack.hpack``, ``distributed.core``). The record factory is
+of its child loggers (``aiohttp.client``, ``distributed.core``). The record factory is
 called for every record of every logger, once, before any handler sees it. It chains to
 the factory that was in place, as ``logging`` documents. :class:`RedactingFilter` does the
 same for records made elsewhere (``logging.makeLogRecord``, another process).
@@ -35,9 +35,6 @@ MASK = "***"
 # Shorter values cannot be told apart from ordinary text (a header "X-Debug: 1" would
 # mask every digit 1 in every log); they are still never shown by sollol_dask itself.
 MIN_LENGTH = 4
-# Loggers that dump HTTP/2 wire bytes: header values in them are Huffman-coded, so no
-# text search finds them. Their bytes arguments are shown as sizes once secrets exist.
-_WIRE_LOGGERS = ("hpack", "h2")
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -68,7 +65,7 @@ def _forms(value: str) -> set[str]:
     return {
         value,
         repr(value)[1:-1],  # inside a str repr (quotes, backslashes escaped)
-        repr(value.encode())[2:-1],  # inside a bytes repr (b'...'): hpack, pickles
+        repr(value.encode())[2:-1],  # inside a bytes repr (b'...'): wire dumps, pickles
         quote(value, safe=""),  # percent-encoded in a URL
         quote(value),
         json.dumps(value)[1:-1],  # inside JSON
@@ -91,9 +88,6 @@ def redact_record(record: logging.LogRecord) -> None:
     pattern = _pattern
     if pattern is None:  # no Node with a secret in this process: nothing to do
         return
-    if record.name.split(".", 1)[0] in _WIRE_LOGGERS and isinstance(record.args, tuple):
-        record.args = tuple(f"<{len(arg)} bytes>" if isinstance(arg, (bytes, bytearray))
-                            else arg for arg in record.args)
     try:
         message = record.getMessage()
     except Exception:  # a bad format string: logging reports it; show no arguments there

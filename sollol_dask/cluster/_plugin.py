@@ -1,6 +1,6 @@
 """The WorkerPlugin that gives every Dask worker process one cached router.
 
-Only the picklable ``RouterSettings`` travel in the plugin; the router (httpx pools, the
+Only the picklable ``RouterSettings`` travel in the plugin; the router (connection pools, the
 balancer, its event-loop thread) is built in ``setup`` on the worker and closed in
 ``teardown``. The plugin's name is a hash of its settings and it is idempotent, so
 registering the same configuration twice (two notebooks, a rerun) keeps one pool, and

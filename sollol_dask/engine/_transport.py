@@ -1,11 +1,13 @@
-"""One connection pool per node, and the one place where HTTP libraries' exceptions
+"""One connection pool per node, and the one place where the HTTP library's exceptions
 become ``NodeError``.
 
-``http://`` nodes (Ollama, llama-server, TEI on a LAN: HTTP/1.1) go through aiohttp: its
-C HTTP/1.1 parser costs about a quarter of httpx's pure-Python CPU per request
-(benchmarks/README.md, scenario 5), and with fast nodes the client's own CPU is what
-limits a worker. ``https://`` nodes go through httpx, which can offer HTTP/2 to the TLS
-proxies such nodes usually sit behind.
+Every node, ``http://`` (Ollama, llama-server, TEI on a LAN) or ``https://`` (behind a TLS
+proxy), is reached with HTTP/1.1 keep-alive through aiohttp: its C HTTP/1.1 parser costs
+about a quarter of httpx's pure-Python CPU per request (benchmarks/README.md, scenario 5),
+and with fast nodes the client's own CPU is what limits a worker. HTTP/2 is not offered to
+TLS proxies: measured through nginx at the router's concurrency it was 1.55-1.88x slower
+than HTTP/1.1 keep-alive, and never faster with a real model behind the proxy
+(docs/ollama-questions.md, question 1). The servers themselves speak only HTTP/1.1.
 
 A pool is created lazily on the router's event loop (aiohttp sessions belong to a loop)
 and only ever used there.
@@ -23,7 +25,6 @@ import socket
 import ssl
 
 import aiohttp
-import httpx
 import yarl
 
 from .._exceptions import ConfigurationError, NodeError
@@ -42,22 +43,63 @@ _MIN_BODY_RATE = 64 * 1024
 
 
 class NodePool:
-    """``request(method, path, body, timeout) -> (status, body)`` on one node."""
+    """aiohttp keep-alive connections to one node: ``request(...) -> Reply``.
+
+    ``verify`` applies to ``https://`` nodes: True (the system's CA store), False (no
+    verification) or an ``ssl.SSLContext`` trusting a CA bundle (see :func:`tls_verify`).
+    """
+
+    _session: aiohttp.ClientSession | None = None
 
     def __init__(self, name: str, url: str, headers: dict[str, str] | None, connections: int,
-                 verify: bool | str) -> None:
+                 verify: bool | ssl.SSLContext = True) -> None:
         self.name = name
         self.url = url.rstrip("/")
         self.headers = dict(headers or {})
         self.connections = connections
         self.verify = verify
+        self._urls: dict[str, yarl.URL] = {}  # parsed once per path
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self.headers,
+                connector=aiohttp.TCPConnector(limit=self.connections, ssl=self.verify),
+                trust_env=False,  # no proxies or .netrc from the environment
+            )
+        return self._session
 
     async def request(self, method: str, path: str, body: bytes | None,
                       timeout: float, max_bytes: int) -> Reply:
-        raise NotImplementedError
+        session = self._open()
+        url = self._urls.get(path)
+        if url is None:  # yarl parsing is a visible per-request cost
+            url = self._urls[path] = yarl.URL(self.url + path)
+        try:
+            async with session.request(
+                method, url, data=body, headers=_JSON if body is not None else None,
+                timeout=aiohttp.ClientTimeout(total=timeout,
+                                              sock_connect=min(timeout, _CONNECT_SECONDS)),
+                allow_redirects=False,  # never re-send a body (or headers) elsewhere
+            ) as response:
+                content = await self._read_body(response.content.readany,
+                                                response.content_length, response.status,
+                                                max_bytes, response.close)
+                return Reply(response.status, content, path,
+                             response.headers.get("Retry-After"),
+                             response.headers.get("Location"))
+        except asyncio.TimeoutError:  # aiohttp's ServerTimeoutError is one too
+            raise self._timeout(timeout) from None
+        except aiohttp.ClientSSLError as exc:  # before ClientConnectorError: it is one too
+            raise self._tls_failed(_os_reason(exc)) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise self._refused(_os_reason(exc)) from None
+        except aiohttp.ClientError as exc:
+            raise self._broken(_aiohttp_reason(exc)) from None
 
     async def aclose(self) -> None:
-        raise NotImplementedError
+        if self._session is not None:
+            await self._session.close()
 
     async def _read_body(self, next_chunk, declared: int | None, status: int, max_bytes: int,
                          close=lambda: None) -> bytes:
@@ -115,104 +157,14 @@ class NodePool:
         return NodeError(f"cannot connect to {self.name} ({reason}): is it running?",
                          node=self.name, failure=Failure.TRANSIENT, hard=True)
 
+    def _tls_failed(self, reason: str) -> NodeError:
+        return NodeError(f"TLS with {self.name} failed ({reason}): for a private CA pass "
+                         "verify='/path/ca.pem' (--ca-bundle)", node=self.name,
+                         failure=Failure.TRANSIENT, hard=True)
+
     def _broken(self, reason: str) -> NodeError:
         return NodeError(f"connection to {self.name} failed: {reason}", node=self.name,
                          failure=Failure.TRANSIENT)
-
-
-class Http1Pool(NodePool):
-    """aiohttp keep-alive connections to a plain ``http://`` node."""
-
-    _session: aiohttp.ClientSession | None = None
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._urls: dict[str, yarl.URL] = {}  # parsed once per path
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers=self.headers,
-                connector=aiohttp.TCPConnector(limit=self.connections),
-                trust_env=False,  # as httpx's trust_env=False: no proxies from the env
-            )
-        return self._session
-
-    async def request(self, method: str, path: str, body: bytes | None,
-                      timeout: float, max_bytes: int) -> Reply:
-        session = self._open()
-        url = self._urls.get(path)
-        if url is None:  # yarl parsing is a visible per-request cost
-            url = self._urls[path] = yarl.URL(self.url + path)
-        try:
-            async with session.request(
-                method, url, data=body, headers=_JSON if body is not None else None,
-                timeout=aiohttp.ClientTimeout(total=timeout,
-                                              sock_connect=min(timeout, _CONNECT_SECONDS)),
-                allow_redirects=False,  # as httpx: never re-send a body (or headers) elsewhere
-            ) as response:
-                content = await self._read_body(response.content.readany,
-                                                response.content_length, response.status,
-                                                max_bytes, response.close)
-                return Reply(response.status, content, path,
-                             response.headers.get("Retry-After"),
-                             response.headers.get("Location"))
-        except asyncio.TimeoutError:  # aiohttp's ServerTimeoutError is one too
-            raise self._timeout(timeout) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise self._refused(_os_reason(exc)) from None
-        except aiohttp.ClientError as exc:
-            raise self._broken(_aiohttp_reason(exc)) from None
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
-class Http2Pool(NodePool):
-    """httpx connections to an ``https://`` node, HTTP/2 when the server offers it."""
-
-    _client: httpx.AsyncClient | None = None
-
-    def _open(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.url, headers=self.headers, http2=True,
-                verify=tls_verify(self.verify),
-                limits=httpx.Limits(max_connections=self.connections,
-                                    max_keepalive_connections=self.connections),
-                trust_env=False,
-            )
-        return self._client
-
-    async def request(self, method: str, path: str, body: bytes | None,
-                      timeout: float, max_bytes: int) -> Reply:
-        client = self._open()
-        try:
-            # httpx's read timeout is per read; the request's timeout is for the whole
-            # answer, as with aiohttp.
-            async with asyncio.timeout(timeout), client.stream(
-                    method, path, content=body, headers=_JSON if body is not None else None,
-                    timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_SECONDS)),
-            ) as response:
-                declared = response.headers.get("Content-Length")
-                chunks = response.aiter_bytes()
-                # Leaving the stream early closes it (and an HTTP/1.1 connection with it).
-                content = await self._read_body(
-                    lambda: anext(chunks, b""), int(declared) if declared and declared.isdigit()
-                    else None, response.status_code, max_bytes)
-                return Reply(response.status_code, content, path,
-                             response.headers.get("Retry-After"), response.headers.get("Location"))
-        except (httpx.TimeoutException, TimeoutError):
-            raise self._timeout(timeout) from None
-        except httpx.ConnectError as exc:
-            raise self._refused(_httpx_reason(exc)) from None
-        except httpx.TransportError as exc:
-            raise self._broken(_httpx_reason(exc)) from None
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
 
 
 def open_pool(name: str, url: str, headers: dict[str, str | FromEnv] | None, connections: int,
@@ -229,12 +181,11 @@ def open_pool(name: str, url: str, headers: dict[str, str | FromEnv] | None, con
     except ConfigurationError as err:
         raise NodeError(str(err), node=name, retryable=False,
                         failure=Failure.NODE_FATAL) from None
-    kind = Http2Pool if https else Http1Pool
-    return kind(name, url, resolved, connections, verify)
+    return NodePool(name, url, resolved, connections, verify if https else True)
 
 
-def tls_verify(verify: bool | str | ssl.SSLContext):
-    """httpx's ``verify``: True/False, or an SSL context trusting a CA bundle file."""
+def tls_verify(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
+    """aiohttp's ``ssl``: True/False, or an SSL context trusting a CA bundle file."""
     if isinstance(verify, str):
         try:
             return ssl.create_default_context(cafile=verify)
@@ -249,14 +200,10 @@ def tls_verify(verify: bool | str | ssl.SSLContext):
 # Reasons name the exception kind and the OS's words, never a URL or a header.
 
 def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
-    return f"{type(exc).__name__}: {exc.os_error.strerror or exc.os_error}"
+    error = getattr(exc, "certificate_error", None) or exc.os_error
+    return f"{type(exc).__name__}: {getattr(error, 'strerror', None) or error}"
 
 
 def _aiohttp_reason(exc: aiohttp.ClientError) -> str:
     text = str(exc).split(", url=")[0]  # ClientResponseError appends the URL
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _httpx_reason(exc: Exception) -> str:
-    text = str(exc).split(" for url ")[0]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

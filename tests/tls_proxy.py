@@ -1,8 +1,10 @@
 """nginx from Debian as a TLS proxy (HTTP/2 and HTTP/1.1 on one port, chosen by ALPN) in
-front of one embedding node, as fleets put Ollama behind a proxy for ``https://``.
+front of one embedding node, as fleets put Ollama behind a proxy for ``https://``. Used by
+the security tests and the HTTP/2 benchmark.
 
-    with TlsProxy("http://127.0.0.1:11434") as proxy:
+    with TlsProxy("http://127.0.0.1:11434", log_protocols=True) as proxy:
         proxy.url, proxy.ca        # https://127.0.0.1:PORT, the self-signed cert to trust
+        proxy.requests()           # [("HTTP/1.1", "-", 200, "/api/embed"), ...]
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    log_format protocols '$server_protocol $ssl_alpn_protocol $status $uri';
+    {access_log}
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -62,7 +65,9 @@ def _free_port() -> int:
 
 
 class TlsProxy:
-    def __init__(self, upstream_url: str) -> None:
+    def __init__(self, upstream_url: str, log_protocols: bool = False) -> None:
+        """``log_protocols``: log each request's HTTP version, ALPN protocol, status and
+        path (never a header) for :meth:`requests`; off in benchmarks (it costs time)."""
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(nginx).exists():
             raise RuntimeError("nginx is missing: apt-get install nginx (make nginx)")
@@ -75,11 +80,25 @@ class TlsProxy:
         self.port = _free_port()
         upstream = upstream_url.split("://", 1)[1].rstrip("/")
         conf = self.dir / "nginx.conf"
-        conf.write_text(_CONF.format(dir=self.dir, port=self.port, upstream=upstream))
+        self.log = self.dir / "access.log"
+        access_log = f"access_log {self.log} protocols;" if log_protocols else "access_log off;"
+        conf.write_text(_CONF.format(dir=self.dir, port=self.port, upstream=upstream,
+                                     access_log=access_log))
         self.proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(self.dir)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.url = f"https://127.0.0.1:{self.port}"
         wait_for_port(self.proc, self.port, "nginx", lambda: self.proc.stderr.read(), self.stop)
+
+    def requests(self) -> list[tuple[str, str, int, str]]:
+        """``(HTTP version, ALPN protocol or "-", status, path)`` of each request so far
+        (nginx writes a line as each request ends)."""
+        if not self.log.exists():
+            return []
+        rows = []
+        for line in self.log.read_text().splitlines():
+            version, alpn, status, path = line.split(" ", 3)
+            rows.append((version, alpn, int(status), path))
+        return rows
 
     def stop(self) -> None:
         stop_process(self.proc)
