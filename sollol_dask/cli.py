@@ -288,6 +288,9 @@ def _add_status(sub, common) -> None:
     p.add_argument("--connect-timeout", type=_types.positive_float, default=CONNECT_TIMEOUT,
                    metavar="SECONDS",
                    help=f"give up connecting after this long (default: {CONNECT_TIMEOUT:g})")
+    p.add_argument("--all", action="store_true", dest="show_all",
+                   help="list every node (by default a fleet of more than 20 nodes shows "
+                        "its failing and its slowest nodes)")
     p.set_defaults(run=_run_status)
 
 
@@ -295,7 +298,7 @@ def _run_status(args) -> int:
     from .dashboard._status import FleetStatus
 
     with _scheduler_client(args.scheduler, args.connect_timeout) as client:
-        table = FleetStatus.from_scheduler(client)
+        table = FleetStatus.from_scheduler(client, show_all=args.show_all)
         dashboard = client.dashboard_link
     _say(table)
     if dashboard:

@@ -1,4 +1,5 @@
-"""``sollol_*`` series on the scheduler's ``/metrics`` (prometheus_client's registry)."""
+"""``sollol_*`` series on the scheduler's ``/metrics`` (prometheus_client's registry):
+the fleet's aggregates, then per-node series."""
 
 from __future__ import annotations
 
@@ -58,6 +59,18 @@ class FleetCollector:
                 cumulative += count
                 buckets.append(("+Inf" if math.isinf(bound) else str(bound), cumulative))
             latency.add_metric(key, buckets, sum_value=row["latency_sum"])
+        # Fleet-wide figures first: with 1,000 nodes nobody wants to sum 1,000 series.
+        fleet_rate = GaugeMetricFamily("sollol_fleet_texts_per_second",
+                                       "Recent throughput of the whole fleet")
+        fleet_rate.add_metric([], data["fleet_rate"])
+        capacity = GaugeMetricFamily("sollol_fleet_capacity_texts_per_second",
+                                     "Measured texts/s of the nodes every worker sees up")
+        capacity.add_metric([], data.get("capacity", 0.0))
+        states = GaugeMetricFamily("sollol_nodes", "Nodes by state (up, or the state most "
+                                   "workers see a node in)", labels=["state"])
+        for state, count in data.get("states", {}).items():
+            states.add_metric([state], count)
+        yield from (fleet_rate, capacity, states)
         yield from (texts, requests, errors, inflight, cap, rate, latency, tokens, token_rate,
                     row_errors)
 

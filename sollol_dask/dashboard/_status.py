@@ -1,20 +1,27 @@
-"""``FleetStatus``: the fleet table for Jupyter (HTML) and terminals (text); no Bokeh needed."""
+"""``FleetStatus``: the fleet table for Jupyter (HTML) and terminals (text); no Bokeh needed.
+
+An aggregate line comes first. Up to ``FULL_TABLE_UP_TO`` nodes the table lists them all;
+a larger fleet shows its failing nodes and its slowest ones, and says how to see all."""
 
 from __future__ import annotations
 
 import html
 
 from ._names import MONITOR_NAME
+from ._summary import SHORT_LIST, aggregate_line, failing, median_speed, slowest
 from ._view import FleetView
+
+FULL_TABLE_UP_TO = 20  # nodes; past this, the failing and slowest ones (``show_all`` lists all)
 
 
 class FleetStatus:
-    def __init__(self, data: dict, source: str) -> None:
+    def __init__(self, data: dict, source: str, *, show_all: bool = False) -> None:
         self.data = data
         self.source = source  # "cluster <address>" or "this process"
+        self.show_all = show_all
 
     @classmethod
-    def from_scheduler(cls, client) -> FleetStatus:
+    def from_scheduler(cls, client, *, show_all: bool = False) -> FleetStatus:
         def fleet(dask_scheduler, name=MONITOR_NAME):
             monitor = dask_scheduler.plugins.get(name)
             return None if monitor is None else monitor.fleet()
@@ -22,7 +29,7 @@ class FleetStatus:
         data = client.run_on_scheduler(fleet)
         if data is None:
             data = FleetView().data()
-        return cls(data, f"cluster {client.scheduler.address}")
+        return cls(data, f"cluster {client.scheduler.address}", show_all=show_all)
 
     @classmethod
     def from_router(cls, router) -> FleetStatus:
@@ -34,15 +41,34 @@ class FleetStatus:
     def nodes(self) -> list[dict]:
         return self.data["nodes"]
 
+    def shown(self) -> tuple[list[dict], str]:
+        """The rows to list and, when they are not all, a line saying which these are."""
+        rows = self.nodes
+        if self.show_all or len(rows) <= FULL_TABLE_UP_TO:
+            return rows, ""
+        bad = failing(rows)
+        picked = {r["node"] for r in bad[:SHORT_LIST]}
+        slow = [r for r in slowest(rows, SHORT_LIST + len(picked))
+                if r["node"] not in picked][:SHORT_LIST]
+        if not picked and not slow:  # nothing failing, nothing measured yet
+            return rows[:FULL_TABLE_UP_TO], (
+                f"{FULL_TABLE_UP_TO} of {len(rows)} nodes shown (by name: none failing, none "
+                "measured below 90% of the median speed). --all lists every node.")
+        median = median_speed(rows)
+        note = (f"{len(picked) + len(slow)} of {len(rows)} nodes shown: "
+                f"{len(picked)} failing (not up, or with errors; {len(bad)} in all), then the "
+                f"{len(slow)} slowest (measured texts/s below 90% of the median"
+                + (f", {median:.1f}" if median is not None else "")
+                + "). --all lists every node.")
+        return bad[:SHORT_LIST] + slow, note
+
     def __str__(self) -> str:
         if not self.nodes:
             return f"sollol-dask fleet ({self.source}): no embedding activity reported yet"
-        lines = [f"sollol-dask fleet ({self.source}), {self.data['fleet_rate']:.1f} texts/s, "
-                 f"{self.data.get('fleet_token_rate', 0.0):.0f} tokens/s"
-                 + (f", {self.data['row_errors']} row errors"
-                    if self.data.get("row_errors") else "")]
-        lines += _columns([list(COLUMNS)] + [_cells(r) for r in self.nodes])
-        return "\n".join(lines)
+        rows, note = self.shown()
+        lines = [f"sollol-dask fleet ({self.source}): {aggregate_line(self.data)}"]
+        lines += _columns([list(COLUMNS)] + [_cells(r) for r in rows])
+        return "\n".join(lines + ([note] if note else []))
 
     def __repr__(self) -> str:  # a REPL shows the table, not an object address
         return str(self)
@@ -51,7 +77,9 @@ class FleetStatus:
         title = f"<b>sollol-dask fleet</b> ({self.source})"
         if not self.nodes:
             return title + ": no embedding activity reported yet"
-        return title + render_table(self.nodes)
+        rows, note = self.shown()
+        return (f"{title}: {html.escape(aggregate_line(self.data))}" + render_table(rows)
+                + (f"<p>{html.escape(note)}</p>" if note else ""))
 
 
 def _num(value, fmt: str = "{:.0f}") -> str:
@@ -112,10 +140,16 @@ def _columns(rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def render_table(rows: list[dict]) -> str:
+def render_table(rows: list[dict], sorted_by: tuple[str, bool] | None = None) -> str:
+    """The rows as an HTML table; ``sorted_by`` (column, descending) marks that header."""
+    def title(name: str) -> str:
+        if sorted_by is None or sorted_by[0] != name:
+            return html.escape(name)
+        return f"{html.escape(name)} {'&#9660;' if sorted_by[1] else '&#9650;'}"
+
     head = ("<table class='sollol-fleet' border='1' cellpadding='4' style='border-collapse:"
-            "collapse'><tr>" + "".join(f"<th>{html.escape(name)}</th>" for name in
-                                       COLUMNS) + "</tr>")
+            "collapse'><tr>" + "".join(f"<th>{title(name)}</th>" for name in COLUMNS)
+            + "</tr>")
     body = []
     for r in rows:
         body.append("<tr class='sollol-node'>" + "".join(

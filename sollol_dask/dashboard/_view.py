@@ -31,6 +31,10 @@ class FleetView:
         self.caps: dict[str, int] = {}  # cluster-wide caps, from the slot broker
         # (time, tokens per node): tokens/s beside texts/s, sampled with ``history``
         self.token_history: deque[tuple[float, dict[str, int]]] = deque()
+        # The snapshots merged per node, kept until the next report: with 1,000 nodes
+        # on 4 workers a merge is 4,000 entries, and the page, /metrics and the
+        # throughput sampler all read the same one.
+        self._merged: dict[str, dict] | None = None
 
     # -- input -----------------------------------------------------------------------
 
@@ -41,16 +45,18 @@ class FleetView:
             if before is not None and before["state"] != n["state"]:
                 reason = f": {n['reason'][:160]}" if n.get("reason") else ""
                 self._event(f"{n['node']} {before['state']} -> {n['state']} on {worker}{reason}")
-            new_errors = Counter(n["errors"]) - Counter(before["errors"] if before else {})
-            for kind, count in new_errors.items():
-                self._event(f"{n['node']}: {count} {kind} error(s) seen by {worker}")
+            if n["errors"] and (before is None or n["errors"] != before["errors"]):
+                new_errors = Counter(n["errors"]) - Counter(before["errors"] if before else {})
+                for kind, count in new_errors.items():
+                    self._event(f"{n['node']}: {count} {kind} error(s) seen by {worker}")
         self.snapshots[(worker, config)] = nodes
-        self._sample()
+        self._merged = None
 
     def remove_worker(self, worker: str) -> None:
         for key, nodes in self.snapshots.items():
             if key[0] == worker:  # keep its totals, nothing is in flight any more
                 self.snapshots[key] = [dict(n, inflight=0) for n in nodes]
+        self._merged = None
         self._event(f"worker {worker} left")
 
     def job_started(self, job: str, output: str, rows: int, parts: int) -> None:
@@ -66,15 +72,18 @@ class FleetView:
         self.events.append((self.clock(), text))
 
     def _sample(self) -> None:
-        self._sample_tokens()
+        """Record per-node totals of texts and tokens now (rates are their differences)."""
+        merged = self._merge()
         now = self.clock()
-        if self.history and now - self.history[-1][0] < 1.0:
-            self.history[-1] = (self.history[-1][0], self._texts_per_node())
-            return
-        self.history.append((now, self._texts_per_node()))
-        # Keep one sample at least RATE_WINDOW old, none older.
-        while len(self.history) > 2 and now - self.history[1][0] >= RATE_WINDOW:
-            self.history.popleft()
+        for history, key in ((self.history, "texts"), (self.token_history, "tokens")):
+            totals = {node: row[key] for node, row in merged.items()}
+            if history and now - history[-1][0] < 1.0:
+                history[-1] = (history[-1][0], totals)
+                continue
+            history.append((now, totals))
+            # Keep one sample at least RATE_WINDOW old, none older.
+            while len(history) > 2 and now - history[1][0] >= RATE_WINDOW:
+                history.popleft()
 
     def tick(self) -> None:
         """Add a point to the throughput series (the monitor calls this every second,
@@ -89,30 +98,49 @@ class FleetView:
 
     def _capacity(self) -> float:
         """Measured texts/s of the nodes that every worker sees up."""
-        speeds: dict[str, float] = {}
-        not_up: set[str] = set()
-        for nodes in self.snapshots.values():
-            for n in nodes:
-                speeds[n["node"]] = max(speeds.get(n["node"], 0.0), n.get("speed") or 0.0)
-                if n["state"] != "up":
-                    not_up.add(n["node"])
-        return sum(speed for node, speed in speeds.items() if node not in not_up)
+        return sum(row["speed"] for row in self._merge().values() if row["health"] == "up")
 
-    def _texts_per_node(self, key: str = "texts") -> dict[str, int]:
-        totals: Counter = Counter()
-        for nodes in self.snapshots.values():
+    def _merge(self) -> dict[str, dict]:
+        """The workers' snapshots summed per node (rates, caps and quantiles aside);
+        computed once per report, whoever reads it."""
+        if self._merged is not None:
+            return self._merged
+        merged: dict[str, dict] = {}
+        for (worker, _), nodes in self.snapshots.items():
             for n in nodes:
-                totals[n["node"]] += n.get(key, 0)
-        return dict(totals)
-
-    def _sample_tokens(self) -> None:
-        now, totals = self.clock(), self._texts_per_node("tokens")
-        if self.token_history and now - self.token_history[-1][0] < 1.0:
-            self.token_history[-1] = (self.token_history[-1][0], totals)
-        else:
-            self.token_history.append((now, totals))
-        while len(self.token_history) > 2 and now - self.token_history[1][0] >= RATE_WINDOW:
-            self.token_history.popleft()
+                row = merged.get(n["node"])
+                if row is None:
+                    row = merged[n["node"]] = {
+                        "node": n["node"], "model": n["model"], "digest": n.get("digest", ""),
+                        "inflight": 0, "cap": 0, "texts": 0, "tokens": 0, "requests": 0,
+                        "errors": Counter(), "latency_counts": [0] * len(LATENCY_BUCKETS),
+                        "latency_sum": 0.0, "speed": 0.0, "size": n.get("size"),
+                        "size_vram": n.get("size_vram"), "reason": "",
+                        "seen": Counter(), "sketches": []}
+                row["inflight"] += n["inflight"]
+                row["texts"] += n["texts"]
+                row["requests"] += n["requests"]
+                row["tokens"] += n.get("tokens", 0)
+                row["cap"] = max(row["cap"], n["cap"])
+                if n["errors"]:
+                    row["errors"].update(n["errors"])
+                row["latency_counts"] = [a + b for a, b in zip(row["latency_counts"],
+                                                               n["latency_counts"])]
+                row["latency_sum"] += n.get("latency_sum", 0.0)
+                row["sketches"].append(n["latency_sketch"])
+                row["speed"] = max(row["speed"], n.get("speed") or 0.0)
+                row["seen"][n["state"]] += 1
+                if n["state"] != "up" and n.get("reason") and not row["reason"]:
+                    row["reason"] = n["reason"]
+        for row in merged.values():
+            seen, sketch = row.pop("seen"), LatencySketch.merged(row.pop("sketches"))
+            row["health"] = node_health(seen)
+            row["state"] = "up" if seen.keys() == {"up"} else ", ".join(
+                f"{state} ({count} of {sum(seen.values())} workers)" for state, count in seen.items())
+            row["errors"] = dict(row["errors"])
+            row["p50"], row["p95"] = sketch.quantile(0.5), sketch.quantile(0.95)
+        self._merged = merged
+        return merged
 
     # -- output ----------------------------------------------------------------------
 
@@ -132,43 +160,17 @@ class FleetView:
         return {node: (end.get(node, 0) - start.get(node, 0)) / span for node in end}
 
     def rows(self) -> list[dict]:
-        merged: dict[str, dict] = {}
-        states: dict[str, Counter] = {}
-        sketches: dict[str, LatencySketch] = {}
-        for (worker, _), nodes in self.snapshots.items():
-            for n in nodes:
-                row = merged.setdefault(n["node"], {
-                    "node": n["node"], "model": n["model"], "digest": n.get("digest", ""),
-                    "inflight": 0, "cap": 0, "texts": 0, "tokens": 0, "requests": 0,
-                    "errors": Counter(),
-                    "latency_counts": [0] * len(LATENCY_BUCKETS), "latency_sum": 0.0,
-                    "speed": 0.0,
-                    "size": n.get("size"), "size_vram": n.get("size_vram")})
-                for key in ("inflight", "texts", "requests"):
-                    row[key] += n[key]
-                row["tokens"] += n.get("tokens", 0)
-                row["cap"] = max(row["cap"], n["cap"])
-                row["errors"].update(n["errors"])
-                row["latency_counts"] = [a + b for a, b in zip(row["latency_counts"],
-                                                               n["latency_counts"])]
-                row["latency_sum"] += n.get("latency_sum", 0.0)
-                sketches.setdefault(n["node"], LatencySketch()).merge(
-                    LatencySketch.from_wire(n["latency_sketch"]))
-                row["speed"] = max(row["speed"], n.get("speed") or 0.0)
-                states.setdefault(n["node"], Counter())[n["state"]] += 1
+        """One row per node, sorted by name: the merged counters, the cluster-wide cap,
+        texts/s and tokens/s now, p50/p95, and ``health`` (one word: "up", or the state
+        most workers see it in)."""
         rates = self.rates()
         token_rates = self.rates(self.token_history)
         out = []
-        for node, row in merged.items():
-            seen = states[node]
-            row["state"] = "up" if seen.keys() == {"up"} else ", ".join(
-                f"{state} ({count} of {sum(seen.values())} workers)" for state, count in seen.items())
+        for node, merged in self._merge().items():
+            row = dict(merged, errors=dict(merged["errors"]))  # the reader's own copy
             row["cap"] = self.caps.get(node, row["cap"])
             row["rate"] = rates.get(node, 0.0)
             row["token_rate"] = token_rates.get(node, 0.0)
-            row["p50"] = sketches[node].quantile(0.5)
-            row["p95"] = sketches[node].quantile(0.95)
-            row["errors"] = dict(row["errors"])
             out.append(row)
         return sorted(out, key=lambda r: r["node"])
 
@@ -180,7 +182,21 @@ class FleetView:
         return {"time": self.clock(), "nodes": rows,
                 "fleet_rate": sum(r["rate"] for r in rows), "capacity": self._capacity(),
                 "fleet_token_rate": sum(r["token_rate"] for r in rows),
+                "states": count_states(rows),
                 "row_errors": sum(j.get("row_errors", 0) for j in jobs),
                 "jobs": jobs,
                 "events": [{"time": t, "text": x} for t, x in self.events],
                 "series": {"time": times, "rate": rates, "capacity": capacities}}
+
+
+def node_health(seen: Counter) -> str:
+    """A node's state in one word: "up" when every worker sees it up, else the other
+    state most workers see (a node ejected by 1 of 4 workers is not fully up)."""
+    others = [(count, state) for state, count in seen.items() if state != "up"]
+    return max(others, key=lambda x: x[0])[1] if others else "up"
+
+
+def count_states(rows: list[dict]) -> dict[str, int]:
+    """Nodes per one-word state, "up" first, then the most numerous."""
+    counts = Counter(row["health"] for row in rows)
+    return dict(sorted(counts.items(), key=lambda kv: (kv[0] != "up", -kv[1], kv[0])))

@@ -74,6 +74,24 @@ class LatencySketch:
         for index in ordered[:excess]:
             self.bins[keep] += self.bins.pop(index)
 
+    @classmethod
+    def merged(cls, wires: list[dict]) -> LatencySketch:
+        """The sum of several workers' sketches, straight from their wire form (the
+        scheduler merges one per node and worker each second)."""
+        sketch = cls()
+        bins = sketch.bins
+        for wire in wires:
+            for index, count in wire["bins"]:
+                bins[index] = bins.get(index, 0) + count
+            for attr, pick in (("min", min), ("max", max)):
+                mine, theirs = getattr(sketch, attr), wire[attr]
+                if theirs is not None:
+                    setattr(sketch, attr, theirs if mine is None else pick(mine, theirs))
+        sketch.bins = {int(i): int(c) for i, c in bins.items()}
+        sketch.count = sum(sketch.bins.values())
+        sketch._fold()
+        return sketch
+
     # Sent in the workers' metrics events (msgpack: lists, not int-keyed dicts).
     def to_wire(self) -> dict:
         return {"bins": sorted(self.bins.items()), "min": self.min, "max": self.max}
