@@ -93,6 +93,11 @@ class OllamaBackend(Backend):
             info.loaded = entry is not None
             if entry is not None:
                 info.size, info.size_vram = entry.get("size"), entry.get("size_vram")
+                # /api/show gives the trained context; a loaded model may run with a
+                # smaller num_ctx, which /api/ps reports: the smaller one is what fits.
+                loaded_ctx = entry.get("context_length")
+                if isinstance(loaded_ctx, int) and loaded_ctx > 0:
+                    info.context_length = min(info.context_length or loaded_ctx, loaded_ctx)
         if opts.dimensions is not None:
             info.dimension = opts.dimensions
         return info

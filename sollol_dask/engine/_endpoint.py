@@ -89,7 +89,8 @@ class Endpoint:
         except SollolError:
             return None  # unreachable now: the estimate serves, the node's faults are the runner's
         counted = self.backend.parse_token_count(reply)
-        if counted is None and 400 <= reply.status < 500:
+        # Only "no such route" means no tokenizer; a 429 or 408 from a proxy is for now.
+        if counted is None and reply.status in (404, 405, 501):
             self.has_tokenizer = False
         return counted
 
