@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install test demo bench llama-server browser nginx sshd clean
+.PHONY: install test demo bench llama-server browser nginx sshd slurm clean
 
 install: $(STAMP)
 
@@ -30,12 +30,18 @@ nginx:
 	test -x /usr/sbin/nginx || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
 
+# Slurm and munge from Debian: cluster-configs/slurm/dask-sbatch.sh is submitted to a real
+# slurmctld with three slurmds on 127.0.0.1 (tests/slurm.py starts them).
+slurm:
+	test -x /usr/sbin/slurmctld && test -x /usr/sbin/slurmd && test -x /usr/sbin/munged || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; }
+
 # OpenSSH's server and client from Debian: cluster-configs/ssh is checked through a real sshd.
 sshd:
 	test -x /usr/sbin/sshd && command -v ssh >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client; }
 
-test: install llama-server browser sshd nginx
+test: install llama-server browser sshd nginx slurm
 	$(PY) -m pytest -q tests
 
 demo: install

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from .conftest import MODEL, REPO
+from .slurm import SlurmCluster
 from .sshd import Sshd
 
 CONFIGS = REPO / "cluster-configs"
@@ -175,7 +176,41 @@ def test_compose_file_matches_the_compose_specification_schema():
         "service_completed_successfully"
 
 
-# -- slurm: no slurmctld here (see cluster-configs/README.md); the job scripts are run --------
+# -- slurm: a real slurmctld and three slurmds on this machine (tests/slurm.py) ------------
+
+@pytest.mark.root
+@pytest.mark.timeout(300)
+def test_sbatch_submits_the_script_to_real_slurm_and_it_embeds(tmp_path, sims):
+    nodes = [sims("gpu"), sims("gpu")]
+    corpus = _corpus(tmp_path / "corpus")
+    with SlurmCluster() as slurm:
+        # sbatch passes its environment to the job (--export=ALL): this interpreter's
+        # dask and sollol-dask come first on PATH, PYTHONPATH (a worktree's package) along
+        env = {**slurm.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               "CORPUS": str(corpus), "OUT": str(tmp_path / "out"), "MODEL": MODEL,
+               "SCHEDULER_PORT": "0", "DASHBOARD_PORT": "0", "INTERFACE": "lo"}
+        run = subprocess.run(
+            ["sbatch", "--wait", "--parsable", "--chdir", str(tmp_path),
+             "--output", str(tmp_path / "job.out"), str(CONFIGS / "slurm" / "dask-sbatch.sh"),
+             *[n.url for n in nodes]],
+            env=env, capture_output=True, text=True, timeout=240)
+        job_id = run.stdout.strip()
+        job = subprocess.run(["scontrol", "show", "job", job_id], env=slurm.env,
+                             capture_output=True, text=True).stdout
+    output = (tmp_path / "job.out").read_text()
+    assert run.returncode == 0, run.stderr + output[-3000:]
+    assert "JobState=COMPLETED" in job and "ExitCode=0:0" in job, job
+    assert " NodeList=n[1-3]" in job and "JobName=sollol-embed" in job, job  # its #SBATCH lines
+    assert "600 in corpus; 600 written now, 600 embedded" in output, output
+    out = pd.read_parquet(tmp_path / "out")
+    assert len(out) == 600 and out["embedding"].map(len).eq(768).all()
+    # the scheduler file is named after the job Slurm gave it
+    assert (tmp_path / f"scheduler-{job_id}.json").exists()
+    # both nodes embedded: the workers on the allocation's other two nodes reached them
+    assert all(node.counters.texts > 0 for node in nodes)
+
+
+# Without root (no slurmd): the job scripts are run with bash, as a compute node would.
 
 def _slurm_module():
     import importlib.util
@@ -244,7 +279,7 @@ def test_sbatch_script_runs_scheduler_workers_and_embedding(tmp_path, sims):
     env = {**os.environ, "PATH": f"{shim}:{Path(sys.executable).parent}:{os.environ['PATH']}",
            "SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "2", "CORPUS": str(corpus),
            "OUT": str(tmp_path / "out"), "SCHEDULER_FILE": str(tmp_path / "sched.json"),
-           "SCHEDULER_PORT": "0", "DASHBOARD_PORT": "0", "MODEL": MODEL}
+           "SCHEDULER_PORT": "0", "DASHBOARD_PORT": "0", "MODEL": MODEL, "INTERFACE": "lo"}
     run = subprocess.run(["bash", str(CONFIGS / "slurm" / "dask-sbatch.sh"),
                           *[n.url for n in nodes]], env=env, capture_output=True, text=True,
                          timeout=240, cwd=tmp_path, start_new_session=True)
