@@ -280,3 +280,24 @@ def test_choose_many_takes_slots_as_repeated_choices_would(clock):
     assert sorted(taken) == ["a", "a", "b"]  # caps hold; "c" is never chosen
     assert b.choose_many(5, unusable=["c"]) == []
     assert b.choose_many(5) == ["c"]
+
+
+def test_usable_slots_follows_every_change_of_the_fleet(clock):
+    # Asked for every batch, so it is kept between changes: each change must show at once.
+    bal = make(clock, caps=(2, 2, 1), quarantine=300.0)
+    assert bal.usable_slots() == 5
+    bal.exclude("n2", "wrong model")
+    assert bal.usable_slots() == 4
+    bal.quarantine("n1", "bad answers")
+    assert bal.usable_slots() == 2
+    bal.eject("n0", "refused")  # ejected nodes may come back soon: still counted
+    assert bal.usable_slots() == 2
+    clock.advance(300.0)
+    assert sorted(bal.due_probes()) == ["n0", "n1"]  # n1 out of quarantine, being probed
+    assert bal.usable_slots() == 4
+    bal.set_cap("n0", 3)
+    assert bal.usable_slots() == 5
+    bal.add_node("n3", 4)
+    assert bal.usable_slots() == 9
+    bal.add_node("n3", 6)  # a known node: the larger cap
+    assert bal.usable_slots() == 11

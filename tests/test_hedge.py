@@ -46,3 +46,8 @@ def test_an_unmeasured_holder_qualifies_once_it_ran_1_5x_the_fast_time():
 def test_an_unmeasured_fast_node_looks_again_later():
     batch = FakeBatch(100, {"slow": (None, 0.0)})
     assert hedge_target([batch], "other", 1.0, expected) == (None, RECHECK_HEDGE)
+
+
+def test_at_most_32_lanes_of_a_job_look_for_copies():
+    from sollol_dask.policy._hedge import may_look_for_copies
+    assert [may_look_for_copies(n) for n in (0, 31, 32, 500)] == [True, True, False, False]

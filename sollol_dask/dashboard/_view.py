@@ -35,6 +35,7 @@ class FleetView:
         # on 4 workers a merge is 4,000 entries, and the page, /metrics and the
         # throughput sampler all read the same one.
         self._merged: dict[str, dict] | None = None
+        self._sums: tuple | None = None  # ``_totals()`` while nothing merged them
 
     # -- input -----------------------------------------------------------------------
 
@@ -50,13 +51,13 @@ class FleetView:
                 for kind, count in new_errors.items():
                     self._event(f"{n['node']}: {count} {kind} error(s) seen by {worker}")
         self.snapshots[(worker, config)] = nodes
-        self._merged = None
+        self._merged = self._sums = None
 
     def remove_worker(self, worker: str) -> None:
         for key, nodes in self.snapshots.items():
             if key[0] == worker:  # keep its totals, nothing is in flight any more
                 self.snapshots[key] = [dict(n, inflight=0) for n in nodes]
-        self._merged = None
+        self._merged = self._sums = None
         self._event(f"worker {worker} left")
 
     def job_started(self, job: str, output: str, rows: int, parts: int) -> None:
@@ -73,10 +74,9 @@ class FleetView:
 
     def _sample(self) -> None:
         """Record per-node totals of texts and tokens now (rates are their differences)."""
-        merged = self._merge()
+        texts, tokens, _ = self._totals()
         now = self.clock()
-        for history, key in ((self.history, "texts"), (self.token_history, "tokens")):
-            totals = {node: row[key] for node, row in merged.items()}
+        for history, totals in ((self.history, texts), (self.token_history, tokens)):
             if history and now - history[-1][0] < 1.0:
                 history[-1] = (history[-1][0], totals)
                 continue
@@ -98,7 +98,32 @@ class FleetView:
 
     def _capacity(self) -> float:
         """Measured texts/s of the nodes that every worker sees up."""
-        return sum(row["speed"] for row in self._merge().values() if row["health"] == "up")
+        return self._totals()[2]
+
+    def _totals(self) -> tuple[dict[str, int], dict[str, int], float]:
+        """Texts and tokens per node, and the capacity: what the monitor's tick needs each
+        second, without the full merge (which waits for a page, /metrics or status)."""
+        if self._merged is not None:
+            merged = self._merged.values()
+            return ({r["node"]: r["texts"] for r in merged},
+                    {r["node"]: r["tokens"] for r in merged},
+                    sum(r["speed"] for r in merged if r["health"] == "up"))
+        if self._sums is None:
+            texts: Counter = Counter()
+            tokens: Counter = Counter()
+            speeds: dict[str, float] = {}
+            not_up: set[str] = set()
+            for nodes in self.snapshots.values():
+                for n in nodes:
+                    name = n["node"]
+                    texts[name] += n["texts"]
+                    tokens[name] += n.get("tokens", 0)
+                    speeds[name] = max(speeds.get(name, 0.0), n.get("speed") or 0.0)
+                    if n["state"] != "up":
+                        not_up.add(name)
+            self._sums = (dict(texts), dict(tokens),
+                          sum(v for name, v in speeds.items() if name not in not_up))
+        return self._sums
 
     def _merge(self) -> dict[str, dict]:
         """The workers' snapshots summed per node (rates, caps and quantiles aside);

@@ -58,6 +58,7 @@ class Job:
         # Slots go to the oldest job first, across the cluster: its wall-clock start time
         # (the router's injected wall clock).
         self.priority = priority
+        self.lanes_looking = 0  # lanes that look for copies (see _runner._lane)
         self.record = False  # row errors are recorded, not raised (see _runner)
         self.truncate: bool | None = None  # the truncate request option; None: the run's
         self._stored = 0

@@ -32,7 +32,7 @@ from .._settings import RouterSettings
 from ..backends._base import Undecodable, input_too_long
 from ..policy._balancer import SlotBalancer
 from ..policy._batching import dedupe, lane_count, next_batch_size
-from ..policy._hedge import RECHECK_HEDGE, hedge_target
+from ..policy._hedge import RECHECK_HEDGE, hedge_target, may_look_for_copies
 from ..policy._limits import clip
 from ..policy._retry import backoff_delay
 from ._endpoint import Endpoint
@@ -250,7 +250,13 @@ class JobRunner:
         """Take a slot, cut a batch for that node, send it; retry or hedge; until done."""
         batch: Batch | None = None
         elsewhere: frozenset[str] = frozenset()  # a hedge looks for another node next
+        looking = False  # for copies: this job has nothing left to send
         while True:
+            if batch is None and not looking and job.untaken == 0:
+                if not may_look_for_copies(job.lanes_looking):
+                    return  # enough of this job's lanes look for copies
+                job.lanes_looking += 1
+                looking = True
             # A lane with nothing left to take looks for a hedge: a spare slot.
             grant = await self._acquire(frozenset(batch.tried) if batch else elsewhere,
                                         job.priority, spare=batch is None and job.untaken == 0)
@@ -265,6 +271,7 @@ class JobRunner:
                     if target is None:
                         self.slots.release(grant, CANCELLED)
                         if later is None:
+                            job.lanes_looking -= looking  # another lane may look
                             return
                         await self.sleep(later)  # a copy may pay off then: look again
                         elsewhere = frozenset({grant.node})
@@ -308,13 +315,11 @@ class JobRunner:
             batch.attempts += 1
         started = self.clock()
         try:
-            vectors, tokens = await request
-        except asyncio.CancelledError:
+            # Shielded: a lane stopped at the job's end leaves its request to run out.
+            vectors, tokens = await asyncio.shield(request)
+        except asyncio.CancelledError:  # the job ended: this was a copy that lost
             batch.running.pop(name, None)
-            self.slots.release(grant, CANCELLED)
-            if batch.done and not asyncio.current_task().cancelling():
-                return True  # another copy of this batch won
-            request.cancel()
+            self._release_when_answered(request, grant)
             raise
         except (NodeError, BadResponseError) as err:
             batch.running.pop(name, None)
@@ -332,10 +337,25 @@ class JobRunner:
         self.slots.release(grant, Outcome(texts=batch.size, seconds=self.clock() - started,
                                           tokens=tokens or 0))
         if job.store(batch, vectors, tokens):
-            for loser, (task, _) in batch.running.items():
-                task.cancel()  # the slower copy loses
+            for loser in batch.running:  # the slower copy lost (its lane stops at the end)
                 self.balancer.overtaken(loser)
         return True
+
+    def _release_when_answered(self, request: asyncio.Future, grant: Grant) -> None:
+        """Give ``grant``'s slot back when the server is done with ``request``, not when
+        we stop waiting for it: a server notices a hang-up only later (or, like Ollama's
+        single slot, finishes the request anyway), and a slot freed at once would let a
+        new request in while the old one still runs: over the node's cap. The request
+        goes on to its end (or its timeout); its answer is not needed."""
+        def release(done: asyncio.Future) -> None:
+            if not done.cancelled():
+                done.exception()  # read, so it is never "never retrieved"
+            self.slots.release(grant, CANCELLED)
+
+        if request.done():
+            release(request)
+        else:
+            request.add_done_callback(release)
 
     async def _after_failure(self, job: Job, batch: Batch, name: str,
                              err: NodeError | BadResponseError) -> bool:

@@ -142,6 +142,8 @@ class _Embed(_Base):
     _work: asyncio.Future | None = None
 
     def on_connection_close(self) -> None:
+        if self.node.faults.finish_after_hangup:
+            return
         self._client_gone = True
         if self._work is not None and not self._work.done():
             self._work.cancel()

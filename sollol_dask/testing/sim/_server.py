@@ -48,6 +48,9 @@ class Faults:
     ``poison``: a request with a text containing this string is answered with Ollama's
     400 "embedding contains NaN or Inf values", as some models do for some inputs on
     every node: one row's own fault, while the rows around it embed.
+
+    ``finish_after_hangup``: a request whose client hung up still runs to its end (and
+    stays in flight in the counters until then).
     """
 
     eof_every: int = 0
@@ -70,6 +73,9 @@ class Faults:
     missing_vector_every: int = 0
     bad_index_every: int = 0
     poison: str = ""
+    # Finish a request whose client hung up, as Ollama's single slot finishes the batch it
+    # is computing (by default the sim stops, like llama-server).
+    finish_after_hangup: bool = False
 
     def hits(self, every: int, number: int) -> bool:
         return bool(every) and number % every == 0
