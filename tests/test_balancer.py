@@ -301,3 +301,67 @@ def test_usable_slots_follows_every_change_of_the_fleet(clock):
     assert bal.usable_slots() == 9
     bal.add_node("n3", 6)  # a known node: the larger cap
     assert bal.usable_slots() == 11
+
+
+def _scan_choice(bal, avoid, unusable, now):
+    """The choice by a full scan of the nodes (what the free heap must agree with)."""
+    up = [s for s in bal.nodes.values()
+          if s.health is Health.UP and s.name not in unusable and s.resume_at <= now]
+    if up and all(s.name in avoid for s in up):
+        avoid = set()
+    free = [s for s in up if s.inflight < s.cap and s.name not in avoid]
+    return max(free, key=bal._rank).name if free else None
+
+
+def test_the_free_heap_chooses_as_a_full_scan_would_through_every_kind_of_change(clock):
+    # Slots taken and given back, speeds measured, pauses (Retry-After), ejections,
+    # quarantines, probes, exclusions, caps changed, nodes joining: after each change
+    # the heap's choice is the scan's.
+    import random
+    rng = random.Random(17)
+    bal = make(clock, caps=(2, 1, 3, 1, 2, 1, 1, 2), quarantine_after=2, quarantine=5.0)
+    held: list[str] = []
+    checked = 0
+    for step in range(4000):
+        names = list(bal.nodes)
+        op = rng.random()
+        if op < 0.45:
+            avoid = set(rng.sample(names, rng.choice((0, 0, 1, 2, 7))))
+            unusable = set(rng.sample(names, rng.choice((0, 0, 0, 1, 3))))
+            expected = _scan_choice(bal, avoid, unusable, clock())
+            assert bal.has_free_slot(unusable) == any(
+                s.free and s.resume_at <= clock() and s.name not in unusable
+                for s in bal.nodes.values())
+            got = bal.choose(avoid, unusable)
+            assert got == expected, step
+            checked += got is not None
+            if got:
+                held.append(got)
+        elif op < 0.8 and held:
+            name = held.pop(rng.randrange(len(held)))
+            kind = rng.random()
+            if kind < 0.7:
+                bal.release(name, texts=rng.randint(1, 20), seconds=rng.uniform(0.05, 3.0))
+            elif kind < 0.8:
+                bal.release(name, failure=Failure.BUSY, retry_after=rng.uniform(0.1, 2.0))
+            elif kind < 0.9:
+                bal.release(name, failure=Failure.TIMEOUT, hard=True)
+            elif kind < 0.95:
+                bal.release(name, failure=Failure.BAD_RESPONSE, reason="zeros")
+            else:
+                bal.release(name, failure=Failure.CANCELLED)
+        elif op < 0.9:
+            clock.advance(rng.uniform(0.0, 1.5))
+            bal.end_pauses()
+            for name in bal.due_probes() + [n for n, s in bal.nodes.items()
+                                            if s.health is Health.PROBING]:
+                bal.probe_result(name, rng.random() < 0.8)
+        elif op < 0.94:
+            bal.set_cap(rng.choice(names), rng.randint(1, 3))
+        elif op < 0.96 and len(names) < 14:
+            bal.add_node(f"j{len(names)}", rng.randint(1, 2))
+        elif op < 0.962:
+            bal.exclude(rng.choice(names), "wrong model")
+        else:
+            bal.checking(rng.choice(names))
+    assert checked > 500  # many of the choices compared were real grants

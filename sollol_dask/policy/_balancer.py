@@ -33,10 +33,10 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import enum
-import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
+from ._free_heap import FreeHeap, passed_over
 from ._limits import clip
 from ._metrics import LATENCY_BUCKETS, LatencySketch
 from .._outcome import Failure, Outcome
@@ -91,6 +91,11 @@ class NodeSlots:
     latency: LatencySketch = dataclasses.field(default_factory=LatencySketch)  # for p50/p95
 
     @property
+    def free(self) -> bool:
+        """Up with a slot free (a pause aside: see ``resume_at``)."""
+        return self.health is Health.UP and self.inflight < self.cap
+
+    @property
     def speed(self) -> float | None:
         """Measured texts per second with ``cap`` requests in flight, if known."""
         if not self.seconds_per_text:
@@ -124,6 +129,8 @@ class SlotBalancer:
             n: NodeSlots(n, int(c), float(w or 1.0)) for n, c, w in zip(names, caps, weights)
         }
         self._order = {n: i for i, n in enumerate(names)}
+        self._free = FreeHeap(lambda s: _negate(self._rank(s)))
+        self._free.rebuild(self.nodes.values())
         # usable_slots() is asked for every batch: kept, and forgotten whenever a node
         # joins, changes cap, or enters or leaves _OUT (a scan of 1,024 nodes per batch
         # was a third of a worker router's CPU).
@@ -148,9 +155,10 @@ class SlotBalancer:
         self._usable_slots = None
         if name in self.nodes:
             self.nodes[name].cap = max(self.nodes[name].cap, int(cap))
-            return
-        self.nodes[name] = NodeSlots(name, int(cap), float(weight or 1.0))
-        self._order[name] = len(self._order)
+        else:
+            self.nodes[name] = NodeSlots(name, int(cap), float(weight or 1.0))
+            self._order[name] = len(self._order)
+        self._free.touch(self.nodes[name])
 
     def choose(self, avoid: Iterable[str] = (), unusable: Iterable[str] = ()) -> str | None:
         """Take a slot on the best free node, or ``None`` if no slot is free.
@@ -160,61 +168,38 @@ class SlotBalancer:
         Nodes in ``unusable`` are never chosen (a worker's own view of dead nodes).
         (Not to be confused with ``exclude``: a node unfit for the run, for good.)
         """
-        banned = set(unusable)
-        avoided = set(avoid)
-        now = self.clock()
-        up = [s for s in self.nodes.values()
-              if s.health is Health.UP and s.name not in banned and s.resume_at <= now]
-        if up and all(s.name in avoided for s in up):
-            avoided = set()
-        free = [s for s in up if s.inflight < s.cap and s.name not in avoided]
-        if not free:
-            return None
-        best = max(free, key=self._rank)
-        self.note_acquired(best.name)
-        return best.name
+        return self._choose(set(avoid), set(unusable), self.clock())
 
     def choose_many(self, count: int, avoid: Iterable[str] = (),
                     unusable: Iterable[str] = ()) -> list[str]:
         """Up to ``count`` slots at once, each on the best node free at that moment, as
-        ``count`` calls of ``choose`` would take them, for one scan of the nodes (the
-        broker's bulk grants on fleets of hundreds of nodes)."""
-        first = self.choose(avoid, unusable) if count >= 1 else None
-        if first is None:
-            return []
-        taken = [first]
-        if count <= 1:
-            return taken
-        banned = set(unusable)
-        now = self.clock()
-        up = [s for s in self.nodes.values()
-              if s.health is Health.UP and s.name not in banned and s.resume_at <= now]
-        avoided = set(avoid)
-        if all(s.name in avoided for s in up):
-            avoided = set()
-        heap = [(_negate(self._rank(s)), s.name) for s in up
-                if s.inflight < s.cap and s.name not in avoided]
-        heapq.heapify(heap)
-        while heap and len(taken) < count:
-            _, name = heapq.heappop(heap)
-            self.note_acquired(name)
+        ``count`` calls of ``choose`` would take them (the broker's bulk grants)."""
+        avoided, banned, now = set(avoid), set(unusable), self.clock()
+        taken: list[str] = []
+        while len(taken) < count and (name := self._choose(avoided, banned, now)) is not None:
             taken.append(name)
-            s = self.nodes[name]
-            if s.inflight < s.cap:  # its rank fell (one more in flight): back in line
-                heapq.heappush(heap, (_negate(self._rank(s)), name))
         return taken
+
+    def _choose(self, avoided: set[str], banned: set[str], now: float) -> str | None:
+        if avoided and not any(s.health is Health.UP and s.name not in banned
+                               and s.name not in avoided and s.resume_at <= now
+                               for s in self.nodes.values()):
+            avoided = set()  # only avoided nodes are up: use them anyway
+        name = self._free.best(self.nodes, passed_over(banned, avoided, now), take=True)
+        if name is not None:
+            self.note_acquired(name)
+        return name
 
     def note_acquired(self, name: str) -> None:
         """Count a slot taken on ``name`` (by ``choose``, or granted by the broker)."""
         s = self.nodes[name]
         s.inflight += 1
         s.max_inflight_seen = max(s.max_inflight_seen, s.inflight)
+        self._free.touch(s)
 
     def has_free_slot(self, unusable: Iterable[str] = ()) -> bool:
-        banned = set(unusable)
-        now = self.clock()
-        return any(s.health is Health.UP and s.inflight < s.cap and s.name not in banned
-                   and s.resume_at <= now for s in self.nodes.values())
+        return self._free.best(self.nodes, passed_over(set(unusable), (), self.clock()),
+                               take=False) is not None
 
     def unusable(self) -> list[str]:
         """Nodes this process cannot send to now: not up, or asked for a pause."""
@@ -312,6 +297,15 @@ class SlotBalancer:
         ``retry_after``: seconds a busy node asked us to wait; ``reason``: the error."""
         s = self.nodes[name]
         s.inflight = max(0, s.inflight - 1)
+        try:
+            self._settle(s, texts, seconds, tokens, failure, hard, retry_after, reason)
+        finally:
+            self._free.touch(s)  # a slot is free, the speed may have changed
+
+    def _settle(self, s: NodeSlots, texts: int, seconds: float, tokens: int,
+                failure: Failure | None, hard: bool, retry_after: float | None,
+                reason: str) -> None:
+        name = s.name
         if failure is Failure.CANCELLED:  # abandoned by us (a hedge won, the run stopped): no verdict
             return
         s.requests += 1
@@ -400,6 +394,7 @@ class SlotBalancer:
             # first-request allowance (a model found cold is warmed before it rejoins).
             # Strikes stay: a quarantined node that embeds wrongly again goes straight back.
             s.health, s.reason, s.consecutive_failures = Health.UP, "", 0
+            self._free.touch(s)
         else:
             self.eject(name, reason or "probe failed")
 
@@ -411,3 +406,4 @@ class SlotBalancer:
     def set_cap(self, name: str, cap: int) -> None:
         self.nodes[name].cap = max(1, int(cap))
         self._usable_slots = None
+        self._free.touch(self.nodes[name])
