@@ -42,3 +42,17 @@ def test_bad_inputs_are_named(tmp_path):
         plan_parts(fs, paths, "body", "embedding", 5)
     with pytest.raises(ConfigurationError, match="already has a column 'text'"):
         plan_parts(fs, paths, "text", "text", 5)
+
+
+def test_pending_rows_are_those_of_parts_no_thread_has_started_while_one_is_sent():
+    from sollol_dask.cluster._parquet import pending_rows
+
+    class Part:
+        def __init__(self, rows):
+            self.rows = rows
+
+    parts = [Part(r) for r in (100, 200, 300, 400, 500, 600)]
+    # 4 threads: while part 0 is sent, parts 1-3 are too; 4 and 5 wait (1,100 rows).
+    assert pending_rows(parts, 4) == [1100, 600, 0, 0, 0, 0]
+    assert pending_rows(parts, 1) == [2000, 1800, 1500, 1100, 600, 0]
+    assert pending_rows(parts, 16) == [0] * 6

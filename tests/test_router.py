@@ -95,3 +95,23 @@ def test_identical_texts_are_sent_once_and_rows_keep_their_order(clock):
     vectors = h.run(lambda r: r.aembed(["b", "a", "b"]))
     assert np.array_equal(vectors, np.stack([vector(t, 4) for t in ("b", "a", "b")]))
     assert sorted(t for r in h.transport.embeds() for t in r.json()["input"]) == ["a", "b"]
+
+
+@pytest.mark.parametrize("pending, sizes", [(0, [6, 3, 3]), (1000, [10, 2])])
+def test_a_jobs_end_is_cut_short_for_the_tail_only_when_no_rows_of_the_run_wait(
+        clock, pending, sizes):
+    # A node measured at 0.1 s a text gets batches of 10 (batch_seconds=1), 2 slots.
+    # 12 texts left for 2 slots: each batch takes an equal share of what is left (6, then
+    # 3 and 3), so the slots finish together; unless rows of the same run that no
+    # worker has started follow: then full batches (10, and the 2 left).
+    h = Harness({A: FakeOllama()}, clock, batch_size=64)
+
+    async def run(router):
+        await router.fleet.ready()
+        h.state(A).seconds_per_text = 0.1
+        return await router.jobs.arun(TEXTS[:12], pending=pending)
+
+    result = h.run(run)
+    assert np.array_equal(result.matrix, EXPECTED[:12])
+    assert sorted((len(r.json()["input"]) for r in h.transport.embeds()
+                   if r.json()["input"]), reverse=True) == sizes

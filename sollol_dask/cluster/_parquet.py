@@ -157,6 +157,7 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
         topic = rows_topic(token) if progress else None
         futures = run_client.map(
             _write_part, todo, [footers[p.file] for p in todo],
+            pending_rows(todo, sum(run_client.nthreads().values())),
             key=[f"sollol-embed-part-{token}-{p.index}" for p in todo],
             settings=settings, out_path=out_path, column=identity["column"],
             output_column=identity["output_column"], dim=reference.dimension,
@@ -196,7 +197,22 @@ def _compute(todo: list[PartSpec], inputs: list[dict], settings: RouterSettings,
     return results, failures, per_node, nodes, dashboard
 
 
-def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings, out_path: str,
+def pending_rows(parts: list[PartSpec], threads: int) -> list[int]:
+    """For each part (in the order the scheduler starts them), the rows of the parts
+    that will not have started while it is sent: those ``threads`` or more places after
+    it (the cluster sends one part per thread). Its last batches are cut short for the
+    run's tail only when this is small; 0 for the last parts, where the tail is."""
+    after = [0] * len(parts)  # rows of the parts after each one
+    total = 0
+    for k in range(len(parts) - 1, -1, -1):
+        after[k] = total
+        total += parts[k].rows
+    return [after[k + threads - 1] if k + threads - 1 < len(parts) else 0
+            for k in range(len(parts))]
+
+
+def _write_part(spec: PartSpec, footer_sha256: str, pending: int = 0, *,
+                settings: RouterSettings, out_path: str,
                 column: str, output_column: str, dim: int, schema_meta: bytes, on_invalid: str,
                 job: str, progress_topic: str | None = None, prefix: str = "",
                 truncated_column: str | None = None,
@@ -226,7 +242,7 @@ def _write_part(spec: PartSpec, footer_sha256: str, *, settings: RouterSettings,
                             on_rows=TaskRows(progress_topic, spec.index) if progress_topic else None,
                             find_truncated=truncated_column is not None,
                             count_tokens=n_tokens_column is not None,
-                            handed_out=leave_pool_when_sent())
+                            handed_out=leave_pool_when_sent(), pending=pending)
     table = table.append_column(pa.field(output_column, vector_type(dim)), arrow_vectors(part))
     if truncated_column is not None:
         table = table.append_column(truncated_column, pa.array(part.truncated, pa.bool_()))

@@ -45,7 +45,8 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
                  on_rows: Callable[[int], None] | None = None,
                  prefix: str = "", find_truncated: bool = False,
                  count_tokens: bool = False,
-                 handed_out: Callable[[], None] | None = None) -> PartitionVectors:
+                 handed_out: Callable[[], None] | None = None,
+                 pending: int = 0) -> PartitionVectors:
     """Embed the text values (each after ``prefix``); None, NaN, "" and whitespace-only
     become null vectors (a prefix alone is not a text).
 
@@ -55,6 +56,7 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
     a null vector and a ``RowError`` in ``errors``).
     ``on_rows(n)``: n more rows are done (null rows at once, texts as batches return).
     ``handed_out()``: every text has been sent (see ``_handoff``).
+    ``pending``: rows of the run that no worker has started yet (see ``engine._runner``).
     """
     valid = np.zeros(len(values), dtype=bool)
     texts: list[str] = []
@@ -94,7 +96,7 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
                                 else None)
     result = router.embed_rows(texts, row_ids=text_labels, record=on_invalid == "record",
                                on_rows=on_rows, find_truncated=find_truncated,
-                               handed_out=handed_out)
+                               handed_out=handed_out, pending=pending)
     sent = np.flatnonzero(valid)  # the rows of ``texts``, before row errors clear some
     matrix[valid] = result.matrix
     truncated = None

@@ -113,19 +113,21 @@ class Router:
                    record: bool = True,
                    on_rows: Callable[[int], None] | None = None,
                    find_truncated: bool = False,
-                   handed_out: Callable[[], None] | None = None) -> JobResult:
+                   handed_out: Callable[[], None] | None = None,
+                   pending: int = 0) -> JobResult:
         """``embed`` with the tokens the servers reported; with ``record``, a row that
         cannot be embedded for a reason of its own is returned as a row error (a zero
         row) instead of failing the call (see ``_runner``).
         ``handed_out()``: called once in this thread when every text has been sent and
-        the call only waits for its last batches (not if it ends before that)."""
+        the call only waits for its last batches (not if it ends before that).
+        ``pending``: rows of the same run that no worker has started (see ``_runner``)."""
         if handed_out is None:
             return self._run(self.jobs.arun(texts, row_ids, record=record, on_rows=on_rows,
-                                            find_truncated=find_truncated))
+                                            find_truncated=find_truncated, pending=pending))
         sent = threading.Event()  # set from the loop thread: all sent, or the call ended
         future = self._thread().submit(self.jobs.arun(texts, row_ids, record=record,
                                                       on_rows=on_rows, find_truncated=find_truncated,
-                                                      on_handed_out=sent.set))
+                                                      on_handed_out=sent.set, pending=pending))
         future.add_done_callback(lambda _: sent.set())
         try:
             sent.wait()

@@ -80,7 +80,8 @@ class JobRunner:
                    on_rows: Callable[[int], None] | None = None,
                    plain: bool = False, find_truncated: bool = False,
                    truncate: bool | None = None,
-                   on_handed_out: Callable[[], None] | None = None) -> JobResult:
+                   on_handed_out: Callable[[], None] | None = None,
+                   pending: int = 0) -> JobResult:
         """Embed ``texts``; with ``record``, rows that cannot be embedded for a reason of
         their own are returned as row errors (zero rows) instead of raising. Under the
         ``chunk`` length policy a long text is embedded as windows, pooled (``_chunking``);
@@ -88,7 +89,8 @@ class JobRunner:
         (truncate policy): learn which rows the server cuts (``JobResult.truncated``, see
         ``_flag_truncated``); ``truncate``: this job's own truncate request option.
         ``on_handed_out()``: called once, on the loop, when every text has been sent (not
-        called for a call with nothing to send)."""
+        called for a call with nothing to send). ``pending``: rows of the same run no
+        worker has started (a batch is not shrunk for a tail that other work follows)."""
         texts = list(texts)
         labels = list(row_ids) if row_ids is not None else list(range(len(texts)))
         screened: dict[int, RowError] = {}
@@ -115,7 +117,7 @@ class JobRunner:
             inner = await self.arun([texts[i] for i in keep], [labels[i] for i in keep],
                                     record=True, on_rows=on_rows, plain=plain,
                                     find_truncated=find_truncated, truncate=truncate,
-                                    on_handed_out=on_handed_out)
+                                    on_handed_out=on_handed_out, pending=pending)
             matrix = np.zeros((len(texts), ref.dimension), np.float32)
             matrix[keep] = inner.matrix
             errors = {keep[p]: e for p, e in inner.errors.items()} | screened
@@ -143,7 +145,7 @@ class JobRunner:
         job = Job(unique, [first_label[i] for i in range(len(unique))], ref.dimension,
                   self.settings.max_batch_chars, priority=self.wall_clock(),
                   on_stored=_rows_reporter(on_rows, inverse, len(unique)),
-                  on_handed_out=on_handed_out)
+                  on_handed_out=on_handed_out, pending=pending)
         job.record = record
         job.truncate = truncate
         self.under_way.add(job)
@@ -285,9 +287,12 @@ class JobRunner:
     def _batch_size(self, grant: Grant, job: Job) -> int:
         size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
                                             self.settings.batch_seconds)
+        # Left to send: the texts of every job under way here, and the rows of the run
+        # not started anywhere yet (another partition's texts fill the slots first).
+        remaining = sum(j.untaken for j in self.under_way) or job.untaken
+        remaining += max((j.pending for j in self.under_way), default=job.pending)
         return next_batch_size(size, self.balancer.expected_seconds(grant.node, size),
-                               grant.contended, self.settings.batch_seconds,
-                               sum(j.untaken for j in self.under_way) or job.untaken,
+                               grant.contended, self.settings.batch_seconds, remaining,
                                self.balancer.usable_slots())
 
     async def _acquire(self, avoid: frozenset[str], priority: float,

@@ -17,7 +17,7 @@ RECHECK_HEDGE = 0.5
 # A job has a lane per slot of the fleet (up to 2,048): on a large fleet every one of them
 # took a spare lease every RECHECK_HEDGE to scan the job's batches (at 1,024 nodes ~85%
 # of the broker's leases sent nothing). More than this many copies at once rarely pays.
-HEDGE_LANES = 32
+HEDGE_LANES = 8
 
 
 def may_look_for_copies(lanes_looking: int) -> bool:
