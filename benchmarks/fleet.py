@@ -205,13 +205,15 @@ def _print_profile(state: dict, top: int = 25) -> None:
 
 def large_fleet() -> dict:
     """64 and 256 cpu sims at full speed; 1,024 at an eighth of it (this 2-core machine
-    cannot parse 19,000 embeddings/s, see benchmarks/README.md); 2 and 4 worker processes."""
+    cannot parse 19,000 embeddings/s, see benchmarks/README.md), with a corpus of 40 rows
+    a node (a run of ~17 s at capacity: about three batches a slot) and of 120 (~50 s);
+    2 and 4 worker processes."""
     points = {}
     for count, rows_per_node, slowdown, processes in ((64, 300, 1.0, 1), (256, 150, 1.0, 2),
-                                                      (1024, 40, 8.0, 2)):
+                                                      (1024, 40, 8.0, 2), (1024, 120, 8.0, 2)):
         for workers in (2, 4):
-            print(f" {count} nodes, {workers} workers", flush=True)
-            points[f"{count}x{workers}"] = run_fleet(
+            print(f" {count} nodes, {rows_per_node} rows each, {workers} workers", flush=True)
+            points[f"{count}x{workers}x{rows_per_node}"] = run_fleet(
                 count, workers=workers, rows_per_node=rows_per_node,
                 slowdowns=[slowdown] * count, processes=processes)
     return points

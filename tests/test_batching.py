@@ -30,3 +30,23 @@ def test_batches_shrink_at_the_tail_only_when_nothing_waits_and_the_tail_matters
     assert next_batch_size(100, None, False, 1.0, remaining=40, slots=4) == 100  # unmeasured
     assert (lane_count(10, 16), lane_count(10, 1000), lane_count(0, 5), lane_count(999, 10**6),
             lane_count(5000, 10**6)) == (2, 10, 1, 999, 2048)
+
+
+def test_left_to_send_counts_the_jobs_here_and_the_run_behind_them():
+    from dataclasses import dataclass
+
+    from sollol_dask.policy._batching import left_to_send
+
+    @dataclass(eq=False)  # hashable by identity, as jobs are
+    class Job:
+        untaken: int
+        pending: int | None
+
+    alone = Job(untaken=30, pending=None)  # an embed() call: no run behind it
+    assert left_to_send(alone, set()) == (30, False)
+    first = Job(untaken=100, pending=5000)  # a run's early part: 5,000 rows not started
+    last = Job(untaken=40, pending=0)  # one of its last parts
+    assert left_to_send(first, [first, last]) == (5140, False)
+    assert left_to_send(last, [first, last]) == (5140, False)  # rows wait behind `first`
+    assert left_to_send(last, [last, alone]) == (70, True)  # the run's own end
+    assert left_to_send(alone, [last, alone]) == (70, False)

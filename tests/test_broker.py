@@ -209,3 +209,37 @@ def test_a_worker_leases_for_its_waiting_batches_in_one_request_and_returns_them
         assert calls == ["sollol_slots_acquire", "sollol_slots_release"]  # six in one
         assert {n: s["inflight"] for n, s in broker.state().items()} == {"a": 0, "b": 0, "c": 0}
     run(scenario())
+
+
+def test_a_worker_sizes_its_first_batch_on_a_node_from_the_brokers_measurement():
+    # Worker 1 measured node "a" (0.5 s a text); worker 2 never sent to it: its first
+    # batch there is sized from the broker's measurement (2 texts for batch_seconds=1,
+    # raised to the smallest batch, 8), not the blind first batch of 16.
+    from sollol_dask._outcome import Outcome
+    from sollol_dask.cluster._broker import BrokerSlots
+    from sollol_dask.policy._balancer import SlotBalancer
+
+    async def scenario():
+        broker = await started_broker()
+
+        async def call(handler, **kw):
+            result = getattr(broker, handler.removeprefix("sollol_slots_"))(**kw)
+            return await result if asyncio.iscoroutine(result) else result
+
+        def worker(name):
+            balancer = SlotBalancer(["a"], [1], clock=lambda: 0.0)
+            return balancer, BrokerSlots(balancer, call, name)
+
+        b1, w1 = worker("w1")
+        b2, w2 = worker("w2")
+        assert b2.batch_size_for("a", 512, 1.0) == 16  # never measured anywhere
+        w1.release(await w1.acquire(frozenset()), Outcome(texts=8, seconds=4.0))
+        await w1.aclose()
+        assert b1.nodes["a"].seconds_per_text == 0.5
+        grant = await w2.acquire(frozenset())
+        assert grant.node == "a" and b2.nodes["a"].seconds_per_text == 0.5
+        assert b2.batch_size_for("a", 512, 1.0) == 8
+        w2.release(grant, Outcome(texts=8, seconds=2.0))  # its own measurement from now on
+        assert b2.nodes["a"].seconds_per_text == 0.5 * 0.7 + 0.25 * 0.3
+        await w2.aclose()
+    run(scenario())

@@ -129,6 +129,7 @@ class BrokerSlots:
             if known is None or known.health is not Health.UP:  # down here meanwhile
                 self._send_release(grant, CANCELLED)
                 continue
+            self.balancer.adopt_speed(grant.node, item.get("spt"))
             self.balancer.note_acquired(grant.node)
             self._held.add(grant.lease)
             pending.append(grant)

@@ -211,7 +211,7 @@ def pending_rows(parts: list[PartSpec], threads: int) -> list[int]:
             for k in range(len(parts))]
 
 
-def _write_part(spec: PartSpec, footer_sha256: str, pending: int = 0, *,
+def _write_part(spec: PartSpec, footer_sha256: str, pending: int | None = None, *,
                 settings: RouterSettings, out_path: str,
                 column: str, output_column: str, dim: int, schema_meta: bytes, on_invalid: str,
                 job: str, progress_topic: str | None = None, prefix: str = "",

@@ -46,7 +46,7 @@ def embed_values(router: Router, values: Sequence, labels: Sequence, dim: int, *
                  prefix: str = "", find_truncated: bool = False,
                  count_tokens: bool = False,
                  handed_out: Callable[[], None] | None = None,
-                 pending: int = 0) -> PartitionVectors:
+                 pending: int | None = None) -> PartitionVectors:
     """Embed the text values (each after ``prefix``); None, NaN, "" and whitespace-only
     become null vectors (a prefix alone is not a text).
 

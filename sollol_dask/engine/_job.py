@@ -47,7 +47,8 @@ class Job:
     def __init__(self, texts: list[str], labels: list, dim: int, max_chars: int,
                  priority: float = 0.0,
                  on_stored: Callable[[int, int], None] | None = None,
-                 on_handed_out: Callable[[], None] | None = None, pending: int = 0) -> None:
+                 on_handed_out: Callable[[], None] | None = None,
+                 pending: int | None = None) -> None:
         self.texts = texts
         self.labels = labels
         self.max_chars = max_chars
@@ -60,7 +61,8 @@ class Job:
         self.priority = priority
         self.lanes_looking = 0  # lanes that look for copies (see _runner._lane)
         # Rows of the same run that no worker has started yet: more work follows this
-        # job, so its end is not the run's tail (see _runner._batch_size).
+        # job, so its end is not the run's tail (see _runner._batch_size); None: a call
+        # on its own (not a run's part).
         self.pending = pending
         self.record = False  # row errors are recorded, not raised (see _runner)
         self.truncate: bool | None = None  # the truncate request option; None: the run's

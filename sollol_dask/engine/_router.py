@@ -114,7 +114,7 @@ class Router:
                    on_rows: Callable[[int], None] | None = None,
                    find_truncated: bool = False,
                    handed_out: Callable[[], None] | None = None,
-                   pending: int = 0) -> JobResult:
+                   pending: int | None = None) -> JobResult:
         """``embed`` with the tokens the servers reported; with ``record``, a row that
         cannot be embedded for a reason of its own is returned as a row error (a zero
         row) instead of failing the call (see ``_runner``).

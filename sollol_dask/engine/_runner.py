@@ -31,7 +31,7 @@ from .._rows import BAD_ANSWER, INVALID_UNICODE, NOT_TEXT, TOO_LONG, RowError, i
 from .._settings import RouterSettings
 from ..backends._base import Undecodable, input_too_long
 from ..policy._balancer import SlotBalancer
-from ..policy._batching import dedupe, lane_count, next_batch_size
+from ..policy._batching import dedupe, lane_count, left_to_send, next_batch_size
 from ..policy._hedge import RECHECK_HEDGE, hedge_target, may_look_for_copies
 from ..policy._limits import clip
 from ..policy._retry import backoff_delay
@@ -81,7 +81,7 @@ class JobRunner:
                    plain: bool = False, find_truncated: bool = False,
                    truncate: bool | None = None,
                    on_handed_out: Callable[[], None] | None = None,
-                   pending: int = 0) -> JobResult:
+                   pending: int | None = None) -> JobResult:
         """Embed ``texts``; with ``record``, rows that cannot be embedded for a reason of
         their own are returned as row errors (zero rows) instead of raising. Under the
         ``chunk`` length policy a long text is embedded as windows, pooled (``_chunking``);
@@ -273,7 +273,8 @@ class JobRunner:
                     if target is None:
                         self.slots.release(grant, CANCELLED)
                         if later is None:
-                            job.lanes_looking -= looking  # another lane may look
+                            if looking:
+                                job.lanes_looking -= 1  # another lane may look
                             return
                         await self.sleep(later)  # a copy may pay off then: look again
                         elsewhere = frozenset({grant.node})
@@ -287,13 +288,12 @@ class JobRunner:
     def _batch_size(self, grant: Grant, job: Job) -> int:
         size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
                                             self.settings.batch_seconds)
-        # Left to send: the texts of every job under way here, and the rows of the run
-        # not started anywhere yet (another partition's texts fill the slots first).
-        remaining = sum(j.untaken for j in self.under_way) or job.untaken
-        remaining += max((j.pending for j in self.under_way), default=job.pending)
+        remaining, run_end = left_to_send(job, self.under_way)
+        # At a run's own end, requests that wait for slots are its last ones too: a full
+        # batch queued now would finish after the rest of the fleet is idle.
         return next_batch_size(size, self.balancer.expected_seconds(grant.node, size),
-                               grant.contended, self.settings.batch_seconds, remaining,
-                               self.balancer.usable_slots())
+                               grant.contended and not run_end, self.settings.batch_seconds,
+                               remaining, self.balancer.usable_slots())
 
     async def _acquire(self, avoid: frozenset[str], priority: float,
                        spare: bool = False) -> Grant:
@@ -320,9 +320,10 @@ class JobRunner:
             batch.attempts += 1
         started = self.clock()
         try:
-            # Shielded: a lane stopped at the job's end leaves its request to run out.
+            # Shielded: a lane stopped (the job ended while this copy lost, or the call was
+            # cancelled) leaves its request to run out.
             vectors, tokens = await asyncio.shield(request)
-        except asyncio.CancelledError:  # the job ended: this was a copy that lost
+        except asyncio.CancelledError:
             batch.running.pop(name, None)
             self._release_when_answered(request, grant)
             raise

@@ -190,6 +190,14 @@ class SlotBalancer:
             self.note_acquired(name)
         return name
 
+    def adopt_speed(self, name: str, seconds_per_text: float | None) -> None:
+        """Take another's measurement of a node this balancer has not measured itself
+        (the broker's, from every worker's batches)."""
+        s = self.nodes[name]
+        if s.seconds_per_text is None and seconds_per_text:
+            s.seconds_per_text = float(seconds_per_text)
+            self._free.touch(s)
+
     def note_acquired(self, name: str) -> None:
         """Count a slot taken on ``name`` (by ``choose``, or granted by the broker)."""
         s = self.nodes[name]

@@ -50,6 +50,19 @@ def next_batch_size(size: int, expected: float | None, contended: bool, batch_se
     return size
 
 
+def left_to_send(job, under_way) -> tuple[int, bool]:
+    """Texts left to send for the tail rule, and whether the run's own end is here.
+
+    Left: the untaken texts of every job under way in this process (another job's texts
+    fill the slots first), plus the rows of the run that no worker has started yet (a
+    job's ``pending``: None for a call on its own). The run's end: ``job`` is one of its
+    last parts (pending 0) and no job under way knows of rows behind it."""
+    jobs = under_way or (job,)
+    known = [j.pending for j in jobs if j.pending is not None]
+    left = sum(j.untaken for j in jobs) or job.untaken
+    return left + max(known, default=0), job.pending == 0 and not any(known)
+
+
 def lane_count(slots: int, texts: int) -> int:
     """Concurrent lanes for a job: one per slot the fleet has (no more can be in flight),
     and no more than small batches (8 texts) in the job; at most ``MAX_LANES``, enough

@@ -1,8 +1,9 @@
 """Which in-flight batch deserves a copy on a node that has a slot and nothing to do.
 
 Near a job's end a fast node may idle while a slow one holds the last batches; a copy of
-such a batch on the fast node ends the job sooner (the first answer wins, the other copy
-is cancelled). Pure: times come in, a choice comes out.
+such a batch on the fast node ends the job sooner (the first answer wins; the other copy
+runs out and keeps its slot until it is answered, see ``_runner``). Pure: times come in,
+a choice comes out.
 """
 
 from __future__ import annotations

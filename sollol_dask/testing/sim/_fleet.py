@@ -28,7 +28,7 @@ from ._server import Faults, SimNode
 
 # Run as a module path would warn (the package imports this module first).
 _CHILD = "import sys; from sollol_dask.testing.sim._fleet import main; main(sys.argv[1:])"
-_FIELDS = ("requests", "texts", "errors", "max_inflight", "busy_seconds", "first_busy",
+_FIELDS = ("requests", "texts", "errors", "inflight", "max_inflight", "busy_seconds", "first_busy",
            "last_busy")
 
 
