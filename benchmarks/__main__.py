@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import ceiling, fleet, foundation, http2, pipeline, saturation
+from . import broker_load, ceiling, fleet, foundation, http2, pipeline, saturation
 from ._common import save
 
 SCENARIOS = {
@@ -25,6 +25,7 @@ SCENARIOS = {
     "s6_real_llama_server": ceiling.real_llama_server,
     "s7_large_fleet": fleet.large_fleet,
     "s7_churn_mixed": fleet.churn_and_mixed,
+    "s7_broker_load": broker_load.broker_load,
     "http2_vs_http1": http2.http2_vs_http1,
 }
 

@@ -43,6 +43,12 @@ def _worker_cpu() -> float:
     return time.process_time()
 
 
+def _worker_rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def _broker_state(dask_scheduler=None) -> dict:
     return dask_scheduler.plugins["sollol-dask-slots"].load()
 
@@ -99,6 +105,7 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
                "workers": sum(client.run(_worker_cpu).values()) - before["workers"],
                "sims": fleet.cpu_seconds() - before["sims"]}
         counters = fleet.counters()
+        rss = list(client.run(_worker_rss_mb).values())
         worker_leases: dict = {}
         for stats in client.run(_lease_stats).values():
             for k, v in stats.items():
@@ -132,6 +139,7 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
         "leases_per_second": leases / seconds, "lease_rpcs_per_second": rpcs / seconds,
         "scheduler_cpu_us_per_lease": cpu["scheduler"] / max(1, leases) * 1e6,
         "sim_max_inflight": max_inflight, "cap": 2,
+        "worker_rss_mb": max(rss),
         "worker_lease_stats": worker_leases,
         "sim_requests": sum(c["requests"] for c in counters),
         "idle": _idle(counters, wall_start, wall_start + seconds),
@@ -143,7 +151,8 @@ def run_fleet(count: int, *, workers: int = 2, rows_per_node: int = 150,
           f"{worker_leases.get('seconds', 0) / max(1, worker_leases.get('requests', 1)) * 1e3:.0f} ms), "
           f"{worker_leases.get('releases', 0)} release RPCs"
           + f"; leases/s {result['leases_per_second']:.0f} (RPCs/s "
-          f"{result['lease_rpcs_per_second']:.0f}), max in flight {max_inflight}; idle "
+          f"{result['lease_rpcs_per_second']:.0f}), max in flight {max_inflight}; "
+          f"worker RSS {max(rss):.0f} MB; idle "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["idle"].items()),
           flush=True)
     return result

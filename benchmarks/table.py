@@ -67,6 +67,14 @@ def main() -> None:
                   f"{cpu['scheduler']:.2f} | {cpu['workers']:.2f} | {cpu['sims']:.2f} | "
                   f"{row['leases_per_second']:.0f} | {row['scheduler_cpu_us_per_lease']:.0f} | "
                   f"{row['sim_max_inflight']} |")
+    broker = _load("s7_broker_load") or {}
+    if broker:
+        print("\n| slot broker alone (scenario 7) | leases a request | broker CPU us/lease "
+              "| leases per CPU second |")
+        print("|---|---|---|---|")
+        for row in broker.values():
+            print(f"| {row['nodes']:,} nodes, all slots held | {row['bulk']} | "
+                  f"{row['cpu_us_per_lease']:.0f} | {row['leases_per_cpu_second']:,.0f} |")
     for name in ("sim_rate", "embed_three_nodes", "parquet_throughput", "larger_than_memory"):
         data = _load(name)
         if data:

@@ -243,3 +243,40 @@ def test_a_worker_sizes_its_first_batch_on_a_node_from_the_brokers_measurement()
         assert b2.nodes["a"].seconds_per_text == 0.5 * 0.7 + 0.25 * 0.3
         await w2.aclose()
     run(scenario())
+
+
+def test_a_worker_sends_its_nodes_only_when_they_changed_or_the_broker_lost_them():
+    from sollol_dask._outcome import Outcome
+    from sollol_dask.cluster._broker import BrokerSlots
+    from sollol_dask.policy._balancer import SlotBalancer
+
+    async def scenario():
+        broker = await started_broker()
+        sent: list = []
+
+        async def call(handler, **kw):
+            if handler == "sollol_slots_acquire":
+                sent.append(kw["nodes"])
+            result = getattr(broker, handler.removeprefix("sollol_slots_"))(**kw)
+            return await result if asyncio.iscoroutine(result) else result
+
+        balancer = SlotBalancer(["a", "b"], [1, 1], clock=lambda: 0.0)
+        slots = BrokerSlots(balancer, call, "w1")
+
+        async def one_lease():
+            grant = await slots.acquire(frozenset())
+            slots.release(grant, Outcome(texts=8, seconds=0.5))
+            return grant.node
+
+        await one_lease()
+        await one_lease()
+        assert sent == [{"a": 1, "b": 1}, None]  # the second request: "as before"
+        balancer.add_node("c", 2)
+        await one_lease()
+        assert sent[-1] == {"a": 1, "b": 1, "c": 2}
+        broker.remove_worker(None, "w1")  # the broker forgets it (as a restarted one would)
+        broker.gone.discard("w1")
+        assert await one_lease() in ("a", "b", "c")
+        assert sent[-2:] == [None, {"a": 1, "b": 1, "c": 2}]  # told, it sent them again
+        await slots.aclose()
+    run(scenario())

@@ -74,13 +74,20 @@ class SlotBroker(SchedulerPlugin):
         scheduler.handlers["sollol_slots_release"] = self.release
         scheduler.handlers["sollol_slots_renew"] = self.renew
 
-    async def acquire(self, worker: str, nodes: dict[str, int], avoid=(), unusable=(),
+    async def acquire(self, worker: str, nodes: dict[str, int] | None, avoid=(), unusable=(),
                       timeout: float = BROKER_WAIT, priority: float = 0.0,
                       spare: bool = False, leases: list[str] | None = None) -> dict | None:
         """One lease ``{"node", "lease", "contended", "spt"}``; or, given ``leases`` (ids the
         worker chose), ``{"grants": [{"node", "lease", "spt"}...], "contended"}`` with up to
-        that many. None when nothing came within ``timeout``."""
+        that many. None when nothing came within ``timeout``. ``nodes`` (the worker's
+        nodes and caps) is None when they are those of its last request: on 10,000 nodes
+        the map cost more than the grant; ``{"send_nodes": True}`` if they are not known
+        here (a scheduler restarted, a worker that left)."""
         self.requests += 1
+        if nodes is None:
+            if worker not in self._caps:
+                return {"grants": [], "contended": False, "send_nodes": True}
+            nodes = self._caps[worker][0]
         if leases:
             held = [e for e in map(self.leases.get, leases) if e is not None and e.owner == worker]
             if held:  # this request was delivered before: the same answer again
@@ -107,12 +114,14 @@ class SlotBroker(SchedulerPlugin):
     def _outside(self, worker: str, nodes: dict[str, int]) -> frozenset:
         """Learn ``worker``'s nodes and caps; the known nodes it does not use."""
         seen = self._caps.get(worker)
-        if seen is not None and seen[1] == len(self.balancer.nodes) and seen[0] == nodes:
+        if seen is not None and seen[1] == len(self.balancer.nodes) \
+                and (seen[0] is nodes or seen[0] == nodes):
             return seen[2]
         for name, cap in nodes.items():
             self.balancer.add_node(name, cap)
         outside = frozenset(self.balancer.nodes) - frozenset(nodes)
-        self._caps[worker] = (dict(nodes), len(self.balancer.nodes), outside)
+        self._caps[worker] = (nodes if seen is not None and seen[0] is nodes else dict(nodes),
+                              len(self.balancer.nodes), outside)
         return outside
 
     def release(self, worker: str, leases: list[dict]) -> None:

@@ -54,10 +54,20 @@ class BrokerSlots:
         self._sender: asyncio.Future | None = None
         self._outbox: list[dict] = []
         self._held: set[str] = set()
+        self._sent_caps: dict[str, int] | None = None  # see _changed_caps
         self._contended = False  # the broker's last answer: other requests still wait
         # Lease requests sent, leases granted, and seconds requests took when they came
         # back with leases (benchmarks read these).
         self.stats = {"requests": 0, "granted": 0, "seconds": 0.0, "releases": 0}
+
+    def _changed_caps(self) -> dict[str, int] | None:
+        """The nodes and caps for a lease request; None when they are those the last
+        request sent (the broker keeps them)."""
+        caps = self._caps()
+        if caps == self._sent_caps:
+            return None
+        self._sent_caps = caps
+        return caps
 
     def _caps(self) -> dict[str, int]:
         """The nodes this router may use, with its caps (the broker learns them)."""
@@ -93,7 +103,7 @@ class BrokerSlots:
             avoid = frozenset.intersection(*(w.avoid for w in group))
             ids = [f"{self._token}-{next(self._ids)}" for _ in group]
             request = asyncio.ensure_future(self._call(
-                "sollol_slots_acquire", worker=self._worker, nodes=self._caps(),
+                "sollol_slots_acquire", worker=self._worker, nodes=self._changed_caps(),
                 avoid=sorted(avoid), unusable=self.balancer.unusable(), timeout=BROKER_WAIT,
                 priority=group[0].priority, spare=not work, leases=ids))
             sent = time.perf_counter()
@@ -103,12 +113,17 @@ class BrokerSlots:
             except asyncio.CancelledError:
                 # Let the request finish and give back what it brings: no leaked lease.
                 request.add_done_callback(self._return_unused)
+                self._sent_caps = None
                 raise
             except Exception as exc:  # the scheduler is unreachable: the lanes fail
+                self._sent_caps = None  # it may not have them: send them again
                 for waiter in group:
                     if _live(waiter):
                         waiter.ticket.set_exception(exc)
                 return
+            if answer and answer.get("send_nodes"):  # the broker does not know them
+                self._sent_caps = None  # the same lanes ask again, with the nodes
+                continue
             if not answer or not answer["grants"]:
                 for waiter in group:  # none came in time: the lanes re-check, then ask again
                     if _live(waiter):
