@@ -365,3 +365,16 @@ def test_the_free_heap_chooses_as_a_full_scan_would_through_every_kind_of_change
         else:
             bal.checking(rng.choice(names))
     assert checked > 500  # many of the choices compared were real grants
+
+
+def test_held_counts_the_slots_taken_here_and_not_given_back(clock):
+    bal = make(clock, caps=(2, 1))
+    taken = [bal.choose(), bal.choose()]
+    bal.note_acquired("n1")  # a slot the broker granted
+    assert bal.held == 3
+    bal.release(taken[0], texts=4, seconds=1.0)
+    bal.release(taken[1], failure=Failure.CANCELLED)
+    assert bal.held == 1
+    bal.release("n1", texts=4, seconds=1.0)
+    bal.release("n1", texts=4, seconds=1.0)  # one too many: never below zero
+    assert bal.held == 0 and bal.nodes["n1"].inflight == 0

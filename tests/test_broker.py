@@ -280,3 +280,17 @@ def test_a_worker_sends_its_nodes_only_when_they_changed_or_the_broker_lost_them
         assert sent[-2:] == [None, {"a": 1, "b": 1, "c": 2}]  # told, it sent them again
         await slots.aclose()
     run(scenario())
+
+
+def test_grants_say_how_many_slots_of_the_fleet_nobody_holds():
+    async def scenario():
+        broker = await started_broker()
+        nodes = {"a": 2, "b": 1}
+        first = await broker.acquire("w1", nodes, leases=["w1-0"])
+        assert first["free"] == 2
+        second = await broker.acquire("w2", nodes, leases=["w2-0", "w2-1"])
+        assert second["free"] == 0
+        broker.release("w1", [{"lease": "w1-0", "texts": 8, "seconds": 1.0}])
+        third = await broker.acquire("w1", nodes, leases=["w1-1"])
+        assert len(third["grants"]) == 1 and third["free"] == 0
+    run(scenario())

@@ -181,7 +181,7 @@ class SlotBroker(SchedulerPlugin):
             self.leases.grant(lease, waiter.owner, node)
             self.granted += 1
             request.future.set_result({"node": node, "lease": lease, "contended": False,
-                                       "spt": self._speed(node)})
+                                       "spt": self._speed(node), "free": self._free_slots()})
             return
         nodes = [node, *self.balancer.choose_many(len(request.ids) - 1, waiter.avoid,
                                                   waiter.banned)]
@@ -190,7 +190,12 @@ class SlotBroker(SchedulerPlugin):
         self.granted += len(nodes)
         request.future.set_result({"grants": [{"node": n, "lease": i, "spt": self._speed(n)}
                                               for i, n in zip(request.ids, nodes)],
-                                   "contended": False})
+                                   "contended": False, "free": self._free_slots()})
+
+    def _free_slots(self) -> int:
+        """Slots of the fleet no worker holds (the tail rule of each worker shares what
+        it has left over the slots it holds and these)."""
+        return max(0, self.balancer.usable_slots() - self.balancer.held)
 
     def _speed(self, node: str) -> float | None:
         """The node's seconds per text as measured from every worker's batches: a worker

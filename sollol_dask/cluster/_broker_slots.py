@@ -56,9 +56,13 @@ class BrokerSlots:
         self._held: set[str] = set()
         self._sent_caps: dict[str, int] | None = None  # see _changed_caps
         self._contended = False  # the broker's last answer: other requests still wait
+        self._free = 0  # and the fleet's slots nobody held then
         # Lease requests sent, leases granted, and seconds requests took when they came
         # back with leases (benchmarks read these).
         self.stats = {"requests": 0, "granted": 0, "seconds": 0.0, "releases": 0}
+
+    def free_slots(self) -> int:
+        return self._free
 
     def _changed_caps(self) -> dict[str, int] | None:
         """The nodes and caps for a lease request; None when they are those the last
@@ -132,6 +136,7 @@ class BrokerSlots:
             self.stats["granted"] += len(answer["grants"])
             self.stats["seconds"] += time.perf_counter() - sent
             self._contended = answer["contended"]
+            self._free = answer.get("free", 0)
             self._share(answer["grants"])
 
     def _share(self, grants: list[dict]) -> None:

@@ -149,7 +149,8 @@ class JobRunner:
         job.record = record
         job.truncate = truncate
         self.under_way.add(job)
-        lanes = {asyncio.ensure_future(self._lane(job)) for _ in range(lane_count(self.balancer.usable_slots(), len(job.texts)))}
+        lanes = {asyncio.ensure_future(self._lane(job))
+                 for _ in range(lane_count(self.balancer.usable_slots(), len(job.texts)))}
         finished = asyncio.ensure_future(job.finished.wait())
         try:
             # Done when every row is stored: lanes still waiting to copy a batch that has
@@ -289,11 +290,17 @@ class JobRunner:
         size = self.balancer.batch_size_for(grant.node, self.settings.batch_size,
                                             self.settings.batch_seconds)
         remaining, run_end = left_to_send(job, self.under_way)
-        # At a run's own end, requests that wait for slots are its last ones too: a full
-        # batch queued now would finish after the rest of the fleet is idle.
+        # Requests waiting for slots: the fleet is full, full batches; unless this is the
+        # run's own end (those requests are its last ones too: a full batch queued now
+        # would finish after the rest of the fleet is idle). What is left here is shared
+        # over the slots this process holds and those nobody holds: with W workers about
+        # 1/W of the fleet's (shared over the whole fleet, batches came out W times too
+        # small, and cost the CPU that kept the fleet from being full).
+        free = 0 if grant.contended else self.slots.free_slots()
+        slots = max(1, min(self.balancer.usable_slots(), self.balancer.held + free))
         return next_batch_size(size, self.balancer.expected_seconds(grant.node, size),
                                grant.contended and not run_end, self.settings.batch_seconds,
-                               remaining, self.balancer.usable_slots())
+                               remaining, slots)
 
     async def _acquire(self, avoid: frozenset[str], priority: float,
                        spare: bool = False) -> Grant:

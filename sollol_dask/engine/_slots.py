@@ -45,6 +45,10 @@ class SlotSource(Protocol):
     def wake(self) -> None:
         """Nodes may have become free (a node restored, a pause over): serve waiters."""
 
+    def free_slots(self) -> int:
+        """Slots of the fleet nobody holds, now or as last heard (the tail rule shares
+        what is left over the slots this process holds and these)."""
+
     def fail_waiters(self, error: Exception) -> None:
         """No node can take work any more: every waiting request fails with ``error``."""
 
@@ -58,6 +62,9 @@ def _live(waiter: Waiter) -> bool:
 
 class LocalSlots:
     """Slots of this process's balancer, handed to waiters oldest job first."""
+
+    def free_slots(self) -> int:
+        return max(0, self.balancer.usable_slots() - self.balancer.held)
 
     def __init__(self, balancer: SlotBalancer) -> None:
         self.balancer = balancer

@@ -135,6 +135,7 @@ class SlotBalancer:
         # joins, changes cap, or enters or leaves _OUT (a scan of 1,024 nodes per batch
         # was a third of a worker router's CPU).
         self._usable_slots: int | None = None
+        self.held = 0  # slots taken here and not given back, over all nodes
         self.clock = clock
         self.eject_after = eject_after
         self.backoff = backoff
@@ -202,6 +203,7 @@ class SlotBalancer:
         """Count a slot taken on ``name`` (by ``choose``, or granted by the broker)."""
         s = self.nodes[name]
         s.inflight += 1
+        self.held += 1
         s.max_inflight_seen = max(s.max_inflight_seen, s.inflight)
         self._free.touch(s)
 
@@ -304,7 +306,9 @@ class SlotBalancer:
         ``hard`` marks failures that show the node is unreachable (eject at once);
         ``retry_after``: seconds a busy node asked us to wait; ``reason``: the error."""
         s = self.nodes[name]
-        s.inflight = max(0, s.inflight - 1)
+        if s.inflight > 0:
+            s.inflight -= 1
+            self.held -= 1
         try:
             self._settle(s, texts, seconds, tokens, failure, hard, retry_after, reason)
         finally:
