@@ -13,6 +13,8 @@ import pytest
 import sollol_dask as sd
 from sollol_dask.testing import sim_vectors
 
+from sollol_dask.cluster._plugin import existing_router
+
 from .conftest import MODEL, local_client
 
 N = 600
@@ -51,6 +53,13 @@ def check_rows(ids, vectors_by_row):
             assert np.array_equal(np.asarray(vector, np.float32), expected([TEXTS[i]])[0]), i
 
 
+def lost_copies(client, emb) -> int:
+    """Batches of which a copy on another node finished first, on every worker so far."""
+    settings = emb.settings
+    return sum(client.run(lambda dask_worker: sum(
+        s["overtaken"] for s in existing_router(settings, dask_worker).snapshot())).values())
+
+
 def test_embed_dataframe_is_lazy_and_exact(client, fleet):
     emb = sd.Embedder([n.url for n in fleet], model=MODEL)
     ddf = dd.from_pandas(frame(), npartitions=5)
@@ -63,7 +72,11 @@ def test_embed_dataframe_is_lazy_and_exact(client, fleet):
     assert list(result.index) == list(frame().index)  # ids aligned, order kept
     assert result["embedding"].isna().sum() == 3
     check_rows(result["id"], result["embedding"].tolist())
-    assert sum(n.counters.texts for n in fleet) == N - 3
+    # Each text embedded once, but for hedge copies that lost (they run to their end, so
+    # a node never has more than its cap in flight).
+    copies = lost_copies(client, emb)
+    embedded = sum(n.counters.texts for n in fleet)
+    assert embedded == N - 3 if copies == 0 else N - 3 <= embedded <= N - 3 + 512 * copies
 
 
 def test_embed_bag_keeps_partitioning_and_order(client, fleet):
@@ -85,7 +98,11 @@ def test_embed_parquet_writes_readable_atomic_parts(client, fleet, tmp_path):
     report = emb.embed_parquet(str(src), str(tmp_path / "out"), column="text", rows_per_part=200)
     assert (report.rows, report.embedded, report.null_rows) == (N, N - 3, 3)
     assert (report.parts_written, report.parts_skipped) == (3, 0)
-    assert sum(report.per_node.values()) == N - 3 and set(report.per_node) == {n.url for n in fleet}
+    assert set(report.per_node) == {n.url for n in fleet}
+    # Texts each node embedded: every text once, and hedge copies that lost (see above).
+    copies = lost_copies(client, emb)
+    embedded = sum(report.per_node.values())
+    assert embedded == N - 3 if copies == 0 else N - 3 <= embedded <= N - 3 + 512 * copies
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["_sollol_manifest.json", "part-00000.parquet", "part-00001.parquet",
                      "part-00002.parquet"]

@@ -332,7 +332,7 @@ class JobRunner:
             vectors, tokens = await asyncio.shield(request)
         except asyncio.CancelledError:
             batch.running.pop(name, None)
-            self._release_when_answered(request, grant)
+            self._release_when_answered(request, grant, batch.size, started)
             raise
         except (NodeError, BadResponseError) as err:
             batch.running.pop(name, None)
@@ -354,16 +354,21 @@ class JobRunner:
                 self.balancer.overtaken(loser)
         return True
 
-    def _release_when_answered(self, request: asyncio.Future, grant: Grant) -> None:
+    def _release_when_answered(self, request: asyncio.Future, grant: Grant, texts: int,
+                               started: float) -> None:
         """Give ``grant``'s slot back when the server is done with ``request``, not when
         we stop waiting for it: a server notices a hang-up only later (or, like Ollama's
         single slot, finishes the request anyway), and a slot freed at once would let a
         new request in while the old one still runs: over the node's cap. The request
-        goes on to its end (or its timeout); its answer is not needed."""
+        goes on to its end (or its timeout); its vectors are not needed, but the node's
+        counters show the work it did (as the server's own would)."""
         def release(done: asyncio.Future) -> None:
-            if not done.cancelled():
-                done.exception()  # read, so it is never "never retrieved"
-            self.slots.release(grant, CANCELLED)
+            if done.cancelled() or done.exception() is not None:
+                self.slots.release(grant, CANCELLED)
+                return
+            _, tokens = done.result()
+            self.slots.release(grant, Outcome(texts=texts, seconds=self.clock() - started,
+                                              tokens=tokens or 0))
 
         if request.done():
             release(request)

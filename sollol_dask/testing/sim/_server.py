@@ -99,6 +99,7 @@ class Faults:
 class Counters:
     requests: int = 0  # embed requests received (any embed route)
     texts: int = 0  # texts embedded successfully
+    tokens: int = 0  # of those texts, as the answers report them (len // 4 + 1 each)
     errors: int = 0  # embed requests answered with an error
     inflight: int = 0
     max_inflight: int = 0
