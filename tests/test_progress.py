@@ -15,7 +15,6 @@ import sys
 import termios
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 import sollol_dask as sd

@@ -114,14 +114,14 @@ class SlotBroker(SchedulerPlugin):
     def _outside(self, worker: str, nodes: dict[str, int]) -> frozenset:
         """Learn ``worker``'s nodes and caps; the known nodes it does not use."""
         seen = self._caps.get(worker)
+        # ``nodes`` is the kept map itself when the worker sent none (no compare then).
         if seen is not None and seen[1] == len(self.balancer.nodes) \
                 and (seen[0] is nodes or seen[0] == nodes):
             return seen[2]
         for name, cap in nodes.items():
             self.balancer.add_node(name, cap)
         outside = frozenset(self.balancer.nodes) - frozenset(nodes)
-        self._caps[worker] = (nodes if seen is not None and seen[0] is nodes else dict(nodes),
-                              len(self.balancer.nodes), outside)
+        self._caps[worker] = (dict(nodes), len(self.balancer.nodes), outside)
         return outside
 
     def release(self, worker: str, leases: list[dict]) -> None:
